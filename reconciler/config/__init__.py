@@ -1,18 +1,19 @@
 """TOML configuration into frozen dataclasses, validated once; secrets from files, env, systemd.
 
-The package: `schema` (the dataclasses), `table` (reading one TOML table; the keys its reader
-asks for are the table's keys, any other is refused as unknown), `values` (pure rules for
-single values), `secret` (Secret and where secrets are read from), `files` (reading the config
-and secret files, bounded), `keys` (the words some keys take, and defaults that are tables),
+The package: `schema` (the dataclasses), `table` (reading one TOML table; the keys a table may
+hold are those its reader asks for, learnt by running the reader on a KeyCensus and checked
+before the table is read), `values` (pure rules for single values), `secret` (Secret and where
+secrets are read from), `keys` (the words some keys take, and defaults that are tables),
 `names` (account and sink names), `statuses` (status words as keys), `sinks` (the `[[sinks]]`
-tables), `where` (which file a command reads) and `loader` (`load_config`: the file, its
-accounts, receiver, API and alerts). Everything is importable from here.
-"""
+tables), `where` (which file a command reads), `load` (`load_config`: the file, bounded, as
+TOML) and `loader` (the file's tables: store, accounts, receiver, API and alerts). Everything
+is importable from here."""
 
 from __future__ import annotations
 
 from .errors import ConfigError
-from .loader import default_store_path, load_config
+from .load import load_config
+from .loader import default_store_path
 from .schema import (
     AlertsConfig,
     ApiConfig,

@@ -1,5 +1,5 @@
 """The words some keys take, and the defaults that are tables themselves. The keys a table may
-hold are those its reader reads (table.Table.done)."""
+hold are those its reader asks for (table.KeyCensus, Table.only)."""
 
 from __future__ import annotations
 

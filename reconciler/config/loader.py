@@ -1,17 +1,16 @@
-"""Turns one TOML file into a validated Config, or the first ConfigError naming the key."""
+"""Turns the parsed TOML of one file into a validated Config, or the first ConfigError naming
+the key."""
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
 from ..model import SOURCES, Source
-from ..stdio import NotReadHere, names_a_descriptor, read_bounded
+from ..stdio import names_a_descriptor
 from .errors import ConfigError
 from .keys import AUTH_SCHEMES, CCV_STATUS_INTERVALS, STUCK_AFTER
 from .names import unique_name
@@ -36,14 +35,8 @@ from .secret import (
     token_problem,
 )
 from .sinks import SinkReader, secret_key
-from .table import Table, control_problem, file_path
-from .toml_errors import toml_error
+from .table import KeyCensus, Table, control_problem, file_path
 from .values import may_be_one_address, parse_duration, parse_listen, type_name
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 _A = TypeVar("_A")
 
@@ -59,40 +52,7 @@ _RESERVED_HEADERS = frozenset(
 # The shortest interval between requests to a provider: "1ms" made thousands of requests a
 # second. Not a second: the example config shows 0.5 and "500ms", and configs held them.
 _FLOOR = "100ms"
-# Far above any config; /dev/zero, or a FIFO whose writer never stops, is refused at this size.
-MAX_CONFIG_FILE_BYTES = 1 << 20
 _LISTEN_RULE = "expected host:port like 127.0.0.1:8080 or [::1]:8080 (port 1 to 65535)"
-
-
-def load_config(path: str | Path, *, secrets_optional: bool = False) -> Config:
-    """Read and validate a config file; raise ConfigError naming the key on any problem.
-
-    `secrets_optional`, for a command that asks no provider, signs nothing and sends to no sink:
-    a secret that is not given, or whose file this user cannot read, loads as a MissingSecret,
-    which raises the ConfigError it stands for if it is used after all. Every other key, and
-    every secret that is given, is checked as always."""
-    file = str(path)
-    try:
-        text = read_bounded(Path(path), MAX_CONFIG_FILE_BYTES, pipes=True).decode("utf-8")
-    except OSError as exc:
-        raise ConfigError(file, "-", f"cannot read file: {exc.strerror or exc}") from None
-    except NotReadHere as exc:
-        raise ConfigError(file, "-", str(exc)) from None
-    except UnicodeDecodeError:
-        raise ConfigError(file, "-", "not UTF-8 text") from None
-    try:
-        # Windows editors (Notepad) begin a UTF-8 file with a BOM, which TOML does not allow.
-        data = tomllib.loads(text.removeprefix("\ufeff"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(file, *toml_error(text, str(exc))) from None
-    except RecursionError:
-        # tomllib recurses per level of nesting: `x = [[[[...]]]]` was a traceback (exit 70).
-        raise ConfigError(file, "-", "invalid TOML: it nests too deep") from None
-    # Relative paths in the file mean "next to the file", whatever the daemon's cwd is later;
-    # in a config read from a descriptor (`<(sops -d ...)`: /dev/fd/63; /dev/stdin), the
-    # current directory's. A named pipe is a file beside others.
-    base_dir = Path.cwd() if names_a_descriptor(path) else Path(path).absolute().parent
-    return Loader(file, base_dir, os.environ, secrets_optional=secrets_optional).config(data)
 
 
 class Loader:
@@ -108,27 +68,38 @@ class Loader:
 
     def config(self, data: Mapping[str, object]) -> Config:
         self.secrets.known |= inline_secrets(dict(data))
-        return self.read(Table(self.file, data, ""))
+        top = Table(self.file, data, "")
+        top.only(self.keys(Loader.read))
+        return self.read(top)
+
+    def keys(self, read: Callable[[Loader, KeyCensus], object]) -> frozenset[str]:
+        """The keys `read` asks for, on a table with nothing given: what a table it reads may
+        hold. Asked of a loader of its own, with no environment, so that nothing is found."""
+        census = KeyCensus(self.file)
+        read(Loader(self.file, self.base_dir, {}, secrets_optional=True), census)
+        return census.asked
+
+    def table(
+        self, top: Table, name: str, read: Callable[[Loader, KeyCensus], object]
+    ) -> Table | None:
+        """The table `name` of `top`, its keys checked against those `read` asks for."""
+        table = top.table(name)
+        if table is not None:
+            table.only(self.keys(read))
+        return table
 
     def read(self, top: Table) -> Config:
         """Read the file's top table; afterwards it and each table within it know the keys
         that were asked for."""
-        store = top.table("store")
+        store = self.table(top, "store", Loader.store)
         store_path = self.store_path(store)
-        keep_events_s = (
-            Config.keep_events_s
-            if store is None
-            else store.duration("keep_events", "400d", positive=True)
-        )
-        if store is not None:
-            store.done()
-        ccv = self.accounts(top, "ccv", self.ccv)
-        ccnow = self.accounts(top, "ccnow", self.ccnow)
+        ccv = self.accounts(top, "ccv", Loader.ccv)
+        ccnow = self.accounts(top, "ccnow", Loader.ccnow)
         if not ccv and not ccnow:
-            raise ConfigError(self.file, "ccv", "no [ccv] or [ccnow] account configured")
-        receiver_table = top.table("receiver")
+            top.refuse("ccv", "no [ccv] or [ccnow] account configured")
+        receiver_table = self.table(top, "receiver", Loader.receiver)
         receiver = None if receiver_table is None else self.receiver(receiver_table)
-        api = self.api(top.table("api"))
+        api = self.api(self.table(top, "api", Loader.api))
         if receiver is not None and api is not None and _same_port(receiver, api):
             # Caught here, not by the receiver failing to bind (exit 75, restarted forever).
             host = f"[{api.listen_host}]" if ":" in api.listen_host else api.listen_host
@@ -148,8 +119,7 @@ class Loader:
             # Every command then refused it as no database (74), leaving a `.lock` beside it.
             problem = f"{store_path} is the file {key} names; the store needs a file of its own"
             raise ConfigError(self.file, "store.path", problem)
-        alerts = self.alerts(top.table("alerts"))
-        top.done()
+        alerts = self.alerts(self.table(top, "alerts", Loader.alerts))
         return Config(
             file=self.file,
             store_path=store_path,
@@ -160,13 +130,22 @@ class Loader:
             alerts=alerts,
             api=api,
             secret_files=tuple(self.secrets.secret_files),
-            keep_events_s=keep_events_s,
+            keep_events_s=self.keep_events(store),
         )
+
+    def store(self, table: Table) -> tuple[Path, float]:
+        """Read the `[store]` table (its keys, as `read` reads them in turn)."""
+        return self.store_path(table), self.keep_events(table)
 
     def store_path(self, store: Table | None) -> Path:
         if store is not None and store.has("path"):
             return file_path(self.base_dir, store, "path")
         return default_store_path(self.env)
+
+    def keep_events(self, store: Table | None) -> float:
+        if store is None:
+            return Config.keep_events_s
+        return store.duration("keep_events", "400d", positive=True)
 
     # --- accounts
 
@@ -174,14 +153,18 @@ class Loader:
         self,
         top: Table,
         source: str,
-        parse: Callable[[Table, str, bool], _A],
+        parse: Callable[[Loader, Table, str, bool], _A],
     ) -> tuple[_A, ...]:
         """Read `[source]` or `[[source]]`: one table, or several with unique names."""
         raw = top.value(source)
         if raw is None:
             return ()
+        keys = self.keys(
+            lambda loader, table: (table.has("name"), parse(loader, table, "default", True))
+        )
         if isinstance(raw, dict):
             tables = [top.child(source, raw)]
+            tables[0].only(keys)
         elif isinstance(raw, list):
             tables = []
             for index, item in enumerate(raw):
@@ -189,6 +172,7 @@ class Loader:
                 if not isinstance(item, dict):
                     raise ConfigError(self.file, key, f"expected a table, got {type_name(item)}")
                 tables.append(top.child(key, item))
+                tables[-1].only(keys)
         else:
             raise top.error(source, f"expected a table or array of tables, got {type_name(raw)}")
         names: list[str] = []
@@ -202,11 +186,9 @@ class Loader:
                 name = "default"
             names.append(name)
         single = len(tables) == 1
-        accounts = []
-        for table, name in zip(tables, names, strict=True):
-            accounts.append(parse(table, name, single))
-            table.done()
-        return tuple(accounts)
+        return tuple(
+            parse(self, table, name, single) for table, name in zip(tables, names, strict=True)
+        )
 
     def ccv(self, table: Table, name: str, single: bool) -> CCVConfig:
         env, credentials = secret_names("ccv", name, single, "api_key")
@@ -307,7 +289,7 @@ class Loader:
 
     def receiver(self, table: Table) -> ReceiverConfig:
         listen = _listen(table, "127.0.0.1:8080")
-        config = ReceiverConfig(
+        return ReceiverConfig(
             listen_host=listen[0],
             listen_port=listen[1],
             public_url=table.url("public_url", base=True).rstrip("/"),
@@ -337,8 +319,6 @@ class Loader:
             ),
             header_timeout_s=table.timeout("header_timeout", "10s"),
         )
-        table.done()
-        return config
 
     def api(self, table: Table | None) -> ApiConfig | None:
         if table is None:
@@ -351,7 +331,7 @@ class Loader:
             raise table.error(
                 "ccv_order_id_fields", "a field name must not contain a control character"
             )
-        config = ApiConfig(
+        return ApiConfig(
             listen_host=listen[0],
             listen_port=listen[1],
             token=self.secrets.required(
@@ -361,21 +341,23 @@ class Loader:
             refresh_timeout_s=table.timeout("refresh_timeout", "10s"),
             ccv_order_id_fields=tuple(fields) if fields else ("orderId", "id"),
         )
-        table.done()
-        return config
 
     def alerts(self, table: Table | None) -> AlertsConfig:
         stuck = {key: parse_duration(value) for key, value in STUCK_AFTER.items()}
         stuck_after = None if table is None else table.table("stuck_after")
         if stuck_after is not None:
-            for source in SOURCES:
-                given = stuck_after.status_durations(source, source, {}, stuck=True)
-                stuck.update({(source, status): seconds for status, seconds in given.items()})
-            stuck_after.done("unknown source (use ccv or ccnow)")
-        if table is not None:
-            table.done()
+            stuck_after.only(self.keys(Loader.stuck_after), "unknown source (use ccv or ccnow)")
+            stuck.update(self.stuck_after(stuck_after))
         # 0 switches the alert off for that status.
         return AlertsConfig({key: seconds for key, seconds in stuck.items() if seconds > 0})
+
+    def stuck_after(self, table: Table) -> dict[tuple[str, str], float]:
+        """Read `[alerts.stuck_after]`: a table of status words per source."""
+        return {
+            (source, status): seconds
+            for source in SOURCES
+            for status, seconds in table.status_durations(source, source, {}, stuck=True).items()
+        }
 
 
 def _listen(table: Table, default: str) -> tuple[str, int]:

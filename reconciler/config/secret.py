@@ -290,7 +290,7 @@ class SecretReader:
     ) -> Secret | None:
         """Resolve a secret: the key, then `<key>_file`, then env, then $CREDENTIALS_DIRECTORY."""
         file_key = f"{key}_file"
-        # Both asked for, whichever is given: neither is left for `done`.
+        # Both asked for, whichever is given: a census of the keys sees both.
         if all([table.has(key), table.has(file_key)]):
             raise table.error(key, f"give {key} or {file_key}, not both")
         try:

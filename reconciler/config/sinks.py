@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Sequence
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -23,21 +23,8 @@ from .schema import (
     WebhookSinkConfig,
 )
 from .secret import SecretReader, env_word, webhook_secret_problem
-from .table import Table, file_path
+from .table import KeyCensus, Table, file_path
 from .values import type_name
-
-
-def _own_keys(kind: type[SinkConfig]) -> set[str]:
-    """The keys one sink kind has and the others have not: its config type's own fields, and a
-    secret's `_file` twin."""
-    common = {f.name for f in fields(LogSinkConfig)}
-    own = [f for f in fields(kind) if f.name not in common]
-    return {f.name for f in own} | {f"{f.name}_file" for f in own if f.type == "Secret"}
-
-
-_KINDS_OWN_KEYS = frozenset().union(
-    *(_own_keys(kind) for kind in (JsonlSinkConfig, WebhookSinkConfig, CommandSinkConfig))
-)
 
 
 class SinkReader:
@@ -73,7 +60,14 @@ class SinkReader:
             if not isinstance(item, dict):
                 raise ConfigError(self.file, key, f"expected a table, got {type_name(item)}")
             table = top.child(key, item)
-            typed.append((table, table.choice("type", SINK_TYPES)))
+            kind = table.choice("type", SINK_TYPES)
+            for unknown in table.unknown(self.keys(kind)):
+                # A key another kind reads (`url` in a jsonl sink) says which kind it is not.
+                foreign = any(unknown in self.keys(other) for other in SINK_TYPES)
+                raise table.error(
+                    unknown, f"not a key of a {kind} sink" if foreign else "unknown key"
+                )
+            typed.append((table, kind))
         # Explicit names first, so that a default name steps aside instead of clashing.
         seen: dict[str, str] = {}
         explicit = {id(table): unique_name(table, seen) for table, _ in typed if table.has("name")}
@@ -96,11 +90,6 @@ class SinkReader:
                     name, number = f"{kind}-{number}", number + 1
                 seen[env_word(name)] = name
             sink = self.sink(table, kind, name)
-            for unread in table.unread():
-                # A key another kind reads (`url` in a jsonl sink) says which kind it is not.
-                foreign = unread in _KINDS_OWN_KEYS
-                problem = f"not a key of a {kind} sink" if foreign else "unknown key"
-                raise table.error(unread, problem)
             if isinstance(sink, JsonlSinkConfig):
                 # Two sinks' batches would interleave (on a FIFO, past PIPE_BUF: within a
                 # line), and one's taking back a failed batch would cut the other's lines.
@@ -124,6 +113,19 @@ class SinkReader:
                         "'log' is the name of the built-in log sink; choose another name",
                     )
         return tuple(sinks)
+
+    def keys(self, kind: Literal["log", "jsonl", "webhook", "command"]) -> frozenset[str]:
+        """The keys a sink of `kind` may hold: those `sinks` and `sink` ask for, on a table
+        with nothing given (read by a reader of its own, with no environment)."""
+        census = KeyCensus(self.file)
+        secrets = SecretReader(self.file, self.base_dir, {}, optional=True)
+        reader = SinkReader(
+            self.file, self.base_dir, secrets, store_path=self.store_path, config_path=None
+        )
+        census.choice("type", SINK_TYPES, kind)
+        census.has("name")
+        reader.sink(census, kind, "census")
+        return census.asked
 
     def sink(
         self,
@@ -206,18 +208,7 @@ class SinkReader:
         """Read a command sink's argv: a non-empty list of strings without NUL, the program not
         empty; a program path with a `/` that is relative is beside the file (the daemon's
         current directory is systemd's `/`), a bare name is looked up on PATH when run."""
-        value = table.value("command")
-        if value is None:
-            raise table.error("command", "required")
-        if not isinstance(value, list):
-            raise table.error(
-                "command", f"expected a list of strings (argv), got {type_name(value)}"
-            )
-        if not value:
-            raise table.error("command", "must not be empty")
-        for index, arg in enumerate(value):
-            if not isinstance(arg, str):
-                raise table.error(f"command[{index}]", f"expected a string, got {type_name(arg)}")
+        value = table.strings("command", "a list of strings (argv)")
         if (nul := nul_word(value)) is not None:
             raise table.error(f"command[{nul}]", "must not contain a NUL character")
         program = value[0]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import stat
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import TypeVar
@@ -39,8 +39,8 @@ def control_problem(value: str, *, strict: bool = False) -> str | None:
 class Table:
     """One TOML table being read; knows its dotted key so every error can name the key.
 
-    It records each key its reader asks for, given or not: what was never asked for is no
-    key of the table (`done`). The reader is the one list of a table's keys."""
+    It records each key its reader asks for, given or not. The reader is the one list of a
+    table's keys: run on a KeyCensus, it names them before a table is read (`only`)."""
 
     def __init__(self, file: str, data: Mapping[str, object], key: str) -> None:
         self.file = file
@@ -55,7 +55,7 @@ class Table:
         return frozenset(self._asked)
 
     def child(self, name: str, data: Mapping[str, object]) -> Table:
-        """A table within this one (`name`: `sinks[0]`, `store`), to be read and then `done`."""
+        """A table within this one (`name`: `sinks[0]`, `store`)."""
         table = Table(self.file, data, self.path(name))
         self.children.append(table)
         return table
@@ -74,11 +74,20 @@ class Table:
         """The keys given that no reader asked for, in the file's order."""
         return [name for name in self._data if name not in self._asked]
 
-    def done(self, unknown: str = "unknown key") -> None:
-        """Refuse the first key given that was never read: a typo, or a key of another table,
-        would otherwise be ignored in silence."""
-        for name in self.unread():
-            raise self.error(name, unknown)
+    def unknown(self, keys: Collection[str]) -> list[str]:
+        """The keys given that are not among `keys`, in the file's order."""
+        return [name for name in self._data if name not in keys]
+
+    def only(self, keys: Collection[str], problem: str = "unknown key") -> None:
+        """Refuse the first key given that is not among `keys` (those its reader asks for),
+        before any value is read: a typo, or a key of another table, is named as written even
+        where it leaves a required key out."""
+        for name in self.unknown(keys):
+            raise self.error(name, problem)
+
+    def refuse(self, name: str, problem: str) -> None:
+        """Raise the problem (a KeyCensus, which reads nothing given, goes on)."""
+        raise self.error(name, problem)
 
     def path(self, name: str) -> str:
         return f"{self.key}.{name}" if self.key else name
@@ -212,8 +221,22 @@ class Table:
             raise self.error(name, problem)
         return value
 
+    def strings(self, name: str, what: str) -> list[str]:
+        """A non-empty list of strings (`what` says what it is); required."""
+        value = self.value(name)
+        if value is None:
+            raise self.error(name, "required")
+        if not isinstance(value, list):
+            raise self.error(name, f"expected {what}, got {type_name(value)}")
+        if not value:
+            raise self.error(name, "must not be empty")
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                raise self.error(f"{name}[{index}]", f"expected a string, got {type_name(item)}")
+        return value
+
     def table(self, name: str) -> Table | None:
-        """The key's table, to be read and then `done`; None when not given."""
+        """The key's table, to be read; None when not given."""
         value = self.get(name, dict, "a table")
         return None if value is None else self.child(name, value)
 
@@ -232,7 +255,7 @@ class Table:
         table = self.table(name)
         if table is None:
             return {status: parse_duration(value) for status, value in default.items()}
-        # Its keys are status words, each checked here: none is left for `done`.
+        # Its keys are status words, each checked here.
         statuses = table.unread()
         for status in statuses:
             problem = status_key_problem(source, status, stuck=stuck)
@@ -242,6 +265,37 @@ class Table:
             status: table.duration(status, None, positive=not stuck, at_least=at_least)
             for status in statuses
         }
+
+
+class KeyCensus(Table):
+    """A table with nothing given, run through a reader to learn the keys it asks for (those a
+    table it reads may hold). A key without a default reads as a stand-in instead of being
+    refused as required, so that the reader goes on to ask for every key after it."""
+
+    def __init__(self, file: str) -> None:
+        super().__init__(file, {}, "")
+
+    def string(
+        self,
+        name: str,
+        default: str | None = None,
+        *,
+        allow_empty: bool = False,
+        trimmed: bool = False,
+    ) -> str:
+        given = "census" if default is None else default
+        return super().string(name, given, allow_empty=allow_empty, trimmed=trimmed)
+
+    def url(self, name: str, *, base: bool = False) -> str:
+        self.value(name)
+        return "https://census.invalid"
+
+    def strings(self, name: str, what: str) -> list[str]:
+        self.value(name)
+        return ["census"]
+
+    def refuse(self, name: str, problem: str) -> None:
+        pass
 
 
 def file_path(base_dir: Path, table: Table, name: str) -> Path:
