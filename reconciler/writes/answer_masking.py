@@ -18,6 +18,7 @@ from reconciler.redact import (
     MASK,
     MIN_BODY_FRAGMENT,
     SecretForms,
+    held,
     mask,
     redact_body,
     text_forms,
@@ -41,7 +42,7 @@ def masked_answer(body: bytes, secrets: Iterable[str]) -> tuple[bytes, bool]:
     (keys too) that, decoded, holds one is masked as a body is and written again, the rest as it
     came. An answer that still holds one when read as a client may (`_held_still`) is
     reconciler's word instead, `{"error": HELD_SECRET}`."""
-    secrets = tuple(secrets)
+    secrets = held(secrets)
     forms = text_forms(secrets)
     if forms is None:
         return body, False
@@ -140,7 +141,7 @@ def answer_snippet(body: bytes, secrets: Iterable[str], chars: int) -> str:
     does not see is SNIPPET_HELD. Masked whole, then cut: no cut leaves a secret's start."""
     head = body[:SNIPPET_SOURCE_BYTES]
     raw = head.decode(json.detect_encoding(head), "replace")
-    secrets = tuple(secrets)
+    secrets = held(secrets)
     forms = text_forms(secrets)
     if forms is None:
         return " ".join(raw.split())[:chars]
