@@ -59,11 +59,21 @@ class Loader:
     """Turns the parsed TOML of one file into a Config, or raises the first ConfigError."""
 
     def __init__(
-        self, file: str, base_dir: Path, env: Mapping[str, str], *, secrets_optional: bool = False
+        self,
+        file: str,
+        base_dir: Path,
+        env: Mapping[str, str],
+        *,
+        secrets_optional: bool = False,
+        census: bool = False,
     ) -> None:
         self.file = file
         self.base_dir = base_dir
         self.env = env
+        # A census of a table's keys reads a table with nothing given, no environment and no
+        # file: it asks for no directory, file or link (a deleted cwd failed every load, and a
+        # stand-in path was judged against the real store's files).
+        self.census = census
         self.secrets = SecretReader(file, base_dir, env, optional=secrets_optional)
 
     def config(self, data: Mapping[str, object]) -> Config:
@@ -74,9 +84,10 @@ class Loader:
 
     def keys(self, read: Callable[[Loader, KeyCensus], object]) -> frozenset[str]:
         """The keys `read` asks for, on a table with nothing given: what a table it reads may
-        hold. Asked of a loader of its own, with no environment, so that nothing is found."""
+        hold. Asked of a census loader of its own, with no environment, so that nothing is
+        found and nothing on disk is looked at."""
         census = KeyCensus(self.file)
-        read(Loader(self.file, self.base_dir, {}, secrets_optional=True), census)
+        read(Loader(self.file, self.base_dir, {}, secrets_optional=True, census=True), census)
         return census.asked
 
     def table(
@@ -113,9 +124,10 @@ class Loader:
             self.base_dir,
             self.secrets,
             store_path=store_path,
-            config_path=None if names_a_descriptor(self.file) else Path(self.file),
+            config_path=None if self.census or names_a_descriptor(self.file) else Path(self.file),
+            census=self.census,
         ).sinks(top)
-        if (key := secret_key(self.secrets, store_path)) is not None:
+        if not self.census and (key := secret_key(self.secrets, store_path)) is not None:
             # Every command then refused it as no database (74), leaving a `.lock` beside it.
             problem = f"{store_path} is the file {key} names; the store needs a file of its own"
             raise ConfigError(self.file, "store.path", problem)
@@ -139,7 +151,9 @@ class Loader:
 
     def store_path(self, store: Table | None) -> Path:
         if store is not None and store.has("path"):
-            return file_path(self.base_dir, store, "path")
+            return file_path(self.base_dir, store, "path", look=not self.census)
+        if self.census:
+            return self.base_dir / "census"  # a stand-in, never opened: no cwd, no environment
         return default_store_path(self.env)
 
     def keep_events(self, store: Table | None) -> float:

@@ -38,12 +38,16 @@ class SinkReader:
         *,
         store_path: Path,
         config_path: Path | None,
+        census: bool = False,
     ) -> None:
         self.file = file
         self.base_dir = base_dir
         self.secrets = secrets
         self.store_path = store_path
         self.config_path = config_path  # None: read from a descriptor, in no directory
+        # A census of a sink's keys (Loader.census): its stand-in path is judged against no
+        # file, so that the real store or config cannot refuse it.
+        self.census = census
 
     def sinks(self, top: Table) -> tuple[SinkConfig, ...]:
         """Read every `[[sinks]]` table, in the file's order."""
@@ -116,11 +120,16 @@ class SinkReader:
 
     def keys(self, kind: Literal["log", "jsonl", "webhook", "command"]) -> frozenset[str]:
         """The keys a sink of `kind` may hold: those `sinks` and `sink` ask for, on a table
-        with nothing given (read by a reader of its own, with no environment)."""
+        with nothing given (read by a census reader of its own, with no environment)."""
         census = KeyCensus(self.file)
         secrets = SecretReader(self.file, self.base_dir, {}, optional=True)
         reader = SinkReader(
-            self.file, self.base_dir, secrets, store_path=self.store_path, config_path=None
+            self.file,
+            self.base_dir,
+            secrets,
+            store_path=self.base_dir / "census",
+            config_path=None,
+            census=True,
         )
         census.choice("type", SINK_TYPES, kind)
         census.has("name")
@@ -136,8 +145,8 @@ class SinkReader:
         """Read one sink's table as the config type of its kind."""
         specific: SinkConfig
         if kind == "jsonl":
-            path = file_path(self.base_dir, table, "path")
-            if (taken := self.own_file(path)) is not None:
+            path = file_path(self.base_dir, table, "path", look=not self.census)
+            if not self.census and (taken := self.own_file(path)) is not None:
                 raise table.error("path", f"{path} is {taken}; the sink needs a file of its own")
             specific = JsonlSinkConfig(name=name, path=path)
         elif kind == "webhook":

@@ -298,15 +298,15 @@ class KeyCensus(Table):
         pass
 
 
-def file_path(base_dir: Path, table: Table, name: str) -> Path:
+def file_path(base_dir: Path, table: Table, name: str, *, look: bool = True) -> Path:
     """A file's path key, relative ones beside the config. One that ends as a directory's does
     (`ts/newdir/`, `.`) is refused: Path drops the `/`, and a file named `ts/newdir` was made.
     Unless something that is no directory is there (`st/r.db/` with st/r.db the live database,
     a log shipper's FIFO, `/dev/stdout/`): that was used before, and a config that worked must
-    keep loading."""
+    keep loading. `look=False` (a census of the keys): nothing on disk is asked."""
     value = table.string(name)
     path = base_dir / value
-    if value.rpartition("/")[2] in ("", ".", "..") and _nothing_or_a_directory(path):
+    if look and value.rpartition("/")[2] in ("", ".", "..") and _nothing_or_a_directory(path):
         raise table.error(name, f"'{value}' names a directory; give the path of a file")
     return path
 
