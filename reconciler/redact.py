@@ -11,7 +11,7 @@ import dataclasses
 import re
 from collections.abc import Iterable
 
-from .config import MissingSecret, Secret
+from .config import Config, MissingSecret, Secret
 from .secret_encodings import atom, encodings, lower
 
 MASK = "***"
@@ -176,10 +176,12 @@ class Secrets(tuple[str, ...]):
     asks for one."""
 
     _searches: dict[frozenset[str], SecretForms | None]
+    _answers: dict[str, Secrets]  # answer_secrets made of them, by the account's own secret
 
     def __new__(cls, secrets: Iterable[str] = ()) -> Secrets:
         self = super().__new__(cls, secrets)
         self._searches = {}
+        self._answers = {}
         return self
 
 
@@ -189,8 +191,8 @@ def held(secrets: Iterable[str]) -> Secrets:
 
 
 def _search(of: Iterable[str], secrets: frozenset[str]) -> SecretForms | None:
-    """The search for `secrets`, some or all of `of`: kept on `of` when they are Secrets, else
-    made for this call. The one place a search is made."""
+    """The search for `secrets`, made of `of` (some or all of them, or their forms): kept on
+    `of` when they are Secrets, else made for this call. The one place a search is made."""
     if not isinstance(of, Secrets):
         return secret_forms(secrets)
     if secrets not in of._searches:
@@ -259,8 +261,18 @@ GIVEN_SECRET_MIN = 8
 def answer_secrets(own: str, config: Iterable[str]) -> Secrets:
     """The secrets a word a provider answered (an order id, a status word) must not hold to be
     kept: the account's own, and the config's others as a value given is checked for (of
-    GIVEN_SECRET_MIN characters or more). A provider may echo any of them."""
-    return Secrets(dict.fromkeys([own, *(s for s in config if len(s) >= GIVEN_SECRET_MIN)]))
+    GIVEN_SECRET_MIN characters or more). A provider may echo any of them. Made once of the
+    config's Secrets (kept there by `own`), so each search of them is made once too, whichever
+    client or post asks."""
+    if isinstance(config, Secrets) and own in config._answers:
+        return config._answers[own]
+    made = Secrets(dict.fromkeys([own, *(s for s in config if len(s) >= GIVEN_SECRET_MIN)]))
+    if isinstance(config, Secrets):
+        config._answers[own] = made
+        # A search is of a set of secrets, whoever holds them: the config's and an account's
+        # (the same set when all are long) share the ones made.
+        made._searches = config._searches
+    return made
 
 
 def answer_forms(own: str, config: Iterable[str]) -> SecretForms | None:
@@ -302,6 +314,14 @@ def text_forms(secrets: Iterable[str]) -> SecretForms | None:
     return _search(secrets, frozenset(s for s in secrets if s))
 
 
+def squeezed_forms(secrets: Iterable[str]) -> SecretForms | None:
+    """`text_forms` of `secrets` with their blanks left out: a secret that a line break split,
+    looked for once the text's blanks are run together (the same search as text_forms' when
+    no secret holds a blank)."""
+    squeezed = ("".join(secret.split()) for secret in secrets)
+    return _search(secrets, frozenset(s for s in squeezed if s))
+
+
 def redact(text: str, secrets: Iterable[str], *, limit: int | None = None) -> str:
     """Return `text` with every encoding of every secret masked, then cut to `limit` chars."""
     return mask(text, text_forms(secrets), limit=limit)
@@ -329,8 +349,14 @@ def redact_body(body: bytes, secrets: Iterable[str]) -> bytes:
 
 
 def config_secrets(value: object) -> Secrets:
-    """Return the value of every Secret in a config tree (dataclasses, sequences, mappings)."""
-    return Secrets(_values(value))
+    """Return the value of every Secret in a config tree (dataclasses, sequences, mappings); a
+    whole Config's are gathered once and kept with it (`Config.kept`), shared by its holders."""
+    if not isinstance(value, Config):
+        return Secrets(_values(value))
+    kept = value.kept.get("secrets")
+    if not isinstance(kept, Secrets):
+        kept = value.kept["secrets"] = Secrets(_values(value))
+    return kept
 
 
 def _values(value: object) -> list[str]:
@@ -341,7 +367,8 @@ def _values(value: object) -> list[str]:
         found.append(value.reveal())
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         for item in dataclasses.fields(value):
-            found += _values(getattr(value, item.name))
+            if item.init:  # not what is made of it (Config.kept)
+                found += _values(getattr(value, item.name))
     elif isinstance(value, (list, tuple, frozenset, set, dict)):
         for item in value.values() if isinstance(value, dict) else value:
             found += _values(item)

@@ -21,6 +21,7 @@ from reconciler.redact import (
     held,
     mask,
     redact_body,
+    squeezed_forms,
     text_forms,
 )
 
@@ -153,7 +154,7 @@ def answer_snippet(body: bytes, secrets: Iterable[str], chars: int) -> str:
     if _held_still(masked, forms):
         return SNIPPET_HELD
     # Across a blank, a secret is looked for with its own blanks left out too.
-    squeezed = text_forms(["".join(secret.split()) for secret in secrets]) or forms
+    squeezed = squeezed_forms(secrets) or forms
     shown = _base64_masked(_across_blanks(masked.decode("utf-8", "replace"), squeezed), forms)
     # A provider's cut (`Zq9+pw!...`) or ours: a start of a secret before it is masked from
     # `mask`'s fewest characters on, as at the end of any text we cut.
