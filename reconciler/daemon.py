@@ -324,7 +324,7 @@ class Daemon:
                 "ccnow": [c.name for c in self.config.ccnow],
             },
             watched=self.config.watch_settled(),
-            secrets=tuple(config_secrets(self.config)),
+            secrets=config_secrets(self.config),
             body_timeout_s=self.api_limits.header_timeout_s,
             metrics=self.metrics,
         )

@@ -6,7 +6,6 @@ Every event body and every log line is made with these helpers, so both read the
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 
@@ -53,8 +52,6 @@ def optional_string_json(value: str | None) -> str:
     return "null" if value is None else string_json(value)
 
 
-# The events of a batch share one time, and a batch of log lines another: the text is kept.
-@functools.lru_cache(maxsize=64)
 def iso_time(ts: float) -> str:
     """Render epoch seconds as RFC 3339 UTC with milliseconds."""
     second = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts // 1))

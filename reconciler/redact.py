@@ -7,16 +7,12 @@ can leave a piece of a secret that a later full-text search would miss.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import html
-import json
 import re
-from collections.abc import Callable, Iterable
-from functools import lru_cache
-from urllib.parse import quote, quote_plus
+from collections.abc import Iterable
 
-from .config import MissingSecret, Secret
+from .config import Config, MissingSecret, Secret
+from .secret_encodings import atom, encodings, lower
 
 MASK = "***"
 # A text that ends with this many characters of a secret, or more, was cut inside the secret.
@@ -24,52 +20,6 @@ MIN_FRAGMENT = 3
 # The same for a provider's whole answer passed on (`redact_body`): only a provider's own cut
 # could end it inside a secret, and three letters end many a word ("Order created").
 MIN_BODY_FRAGMENT = 8
-
-
-def encodings(secret: str) -> frozenset[str]:
-    """Return the forms a secret may come back in: as sent, percent/form-encoded, escaped."""
-    forms = {
-        secret,
-        quote(secret),
-        quote(secret, safe=""),
-        quote_plus(secret),
-        quote_plus(secret, safe=""),
-        html.escape(secret),
-        json.dumps(secret)[1:-1],
-        json.dumps(secret, ensure_ascii=False)[1:-1],
-        repr(secret)[1:-1],
-        secret.encode("unicode_escape").decode("ascii"),  # as pricing_values.shown quotes
-        # Encoders that escape more than they must: `_`, `-`, `.`, `~` too (t%5FKEY...), or
-        # every byte. Letters of either case match (`find` searches a lower-cased copy).
-        _escaped(secret, keep=str.isalnum),
-        _escaped(secret, keep=lambda c: False),
-    }
-    # HTTP Basic: CCV's key is the user name with an empty password, echoed as the header was.
-    for user in (secret, f"{secret}:"):
-        encoded = base64.b64encode(user.encode("utf-8", "surrogatepass")).decode("ascii")
-        forms |= {encoded, encoded.rstrip("=")}
-    # Echoed back in an 8-bit encoding, a secret with a non-ASCII letter is not UTF-8: as a
-    # text decoded with its stray bytes kept (surrogateescape) or replaced (U+FFFD) reads it.
-    for legacy in ("latin-1", "cp1252"):
-        try:
-            raw = secret.encode(legacy)
-        except UnicodeEncodeError:
-            continue
-        forms.add(raw.decode("utf-8", "surrogateescape"))
-        forms.add(raw.decode("utf-8", "replace"))
-        # Percent-escaped so (`P%E4ssw%F6rd`, as a latin-1 form posts it), whole or mixed:
-        # `_atom` knows each character's 8-bit escapes.
-    return frozenset(form for form in forms if form)
-
-
-def _escaped(secret: str, *, keep: Callable[[str], bool]) -> str:
-    """`secret` percent-encoded as UTF-8, every character but the ASCII ones `keep` keeps."""
-    return "".join(c if c.isascii() and keep(c) else _percent(c).upper() for c in secret)
-
-
-def _percent(c: str) -> str:
-    """`c`'s UTF-8 bytes percent-encoded, hex digits in lower case."""
-    return "".join(f"%{b:02x}" for b in c.encode("utf-8", "surrogatepass"))
 
 
 def _cut_at(low: str, end: int) -> bool:
@@ -81,12 +31,6 @@ def _cut_at(low: str, end: int) -> bool:
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{1,2}")
 # A provider that cuts a text it quotes inside a secret may say so: "Zq9+pw&x=7%Se... refused".
 _ELLIPSES = ("...", "\u2026")
-
-
-def _lower(text: str) -> str:
-    """`text` lower-cased, one character for one: the one letter lower() makes two (U+0130,
-    I with a dot) becomes i, so that places in the copy are places in the text."""
-    return text.replace("\u0130", "i").lower()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +57,7 @@ class SecretForms:
         a digit or a sign other than those that join words (`-_. `), or whatever they hold when
         cut short at the text's end or before an ellipsis (a start of a mix of escaped and
         plain characters there: of `fewest_at_end` characters or more)."""
-        low = _lower(text)
+        low = lower(text)
         if len(low) != len(text):  # a letter lower() makes two that Unicode adds one day
             return [(0, len(text))]  # places would not agree: the whole text is masked
         found = [m.span() for m in self.pattern.finditer(low)] + self._cuts(text, low, True)
@@ -123,7 +67,7 @@ class SecretForms:
         """Whether `text` holds a secret: whole, or a start of one that holds a digit or a sign
         other than `-_. ` (not one cut short at the end: a status word is not taken for a
         password that begins with it)."""
-        low = _lower(text)
+        low = lower(text)
         return (
             self.pattern.search(low) is not None
             or bool(self._cuts(text, low, False))
@@ -225,13 +169,44 @@ def _apart(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-@lru_cache(maxsize=64)
+class Secrets(tuple[str, ...]):
+    """Secrets held for a while (the config's, an account's with them), which keep each search
+    made of them (`_search`): built once, when first asked; one costs milliseconds (every
+    encoding of every secret, compiled), and a CCNow answer, an API request or a failed pass
+    asks for one."""
+
+    _searches: dict[frozenset[str], SecretForms | None]
+    _answers: dict[str, Secrets]  # answer_secrets made of them, by the account's own secret
+
+    def __new__(cls, secrets: Iterable[str] = ()) -> Secrets:
+        self = super().__new__(cls, secrets)
+        self._searches = {}
+        self._answers = {}
+        return self
+
+
+def held(secrets: Iterable[str]) -> Secrets:
+    """`secrets` as Secrets (themselves when they are: what they keep is kept)."""
+    return secrets if isinstance(secrets, Secrets) else Secrets(secrets)
+
+
+def _search(of: Iterable[str], secrets: frozenset[str]) -> SecretForms | None:
+    """The search for `secrets`, made of `of` (some or all of them, or their forms): kept on
+    `of` when they are Secrets, else made for this call. The one place a search is made."""
+    if not isinstance(of, Secrets):
+        return secret_forms(secrets)
+    if secrets not in of._searches:
+        of._searches[secrets] = secret_forms(secrets)
+    return of._searches[secrets]
+
+
 def secret_forms(secrets: frozenset[str]) -> SecretForms | None:
-    """Return the forms of `secrets` as one search, or None when there are none."""
+    """Return the forms of `secrets` as one search, or None when there are none (`_search`
+    keeps it where the secrets are held)."""
     forms = {form for secret in secrets for form in encodings(secret)}
     if not forms:
         return None
-    lowered = {_lower(form) for form in forms}
+    lowered = {lower(form) for form in forms}
     # Longest first, so that a form is never masked only in part by a shorter one.
     alternatives = "|".join(map(re.escape, sorted(lowered, key=lambda f: (-len(f), f))))
     heads = {form[:MIN_BODY_FRAGMENT] for form in lowered if len(form) > MIN_BODY_FRAGMENT}
@@ -259,42 +234,15 @@ def _mixed(secret: str) -> str:
     space): what some encoders do, that no list of forms can cover. It finds the secret or a
     start of it of MIN_FRAGMENT characters or more (and a percent escape cut short where the
     text ends); group 1 is set when the secret is whole."""
-    atoms = [_atom(c) for c in secret]
+    atoms = [atom(c) for c in secret]
     least = min(len(atoms), MIN_FRAGMENT)
     rest = "()"
-    for atom in reversed(atoms[least:]):
-        rest = f"(?:{atom}{rest})?"
+    for piece in reversed(atoms[least:]):
+        rest = f"(?:{piece}{rest})?"
     # A UTF-8 character has at most four bytes: three whole escapes before the cut one. Not `*`:
     # that looked to the end of every run of escapes at every match (100 KB of them: 40 s).
     cut = r"(?:(?:%[0-9a-f]{2}){0,3}%[0-9a-f]?(?=\Z|\.\.\.|\u2026))?"
     return "".join(atoms[:least]) + rest + cut
-
-
-def _atom(c: str) -> str:
-    """`c` in a lower-cased text: itself, or its UTF-8 bytes percent-encoded (escapes first:
-    the longest is taken); a space a `+` too. Escapes of its other case too: a provider that
-    quotes a secret in capitals may encode it after."""
-    variants = [v for v in (c, c.lower(), c.upper()) if len(v) == 1]
-    escapes = {_percent(v) for v in variants}
-    # A legacy form (latin-1, cp1252) escapes a non-ASCII letter's one byte: `%e4` for `ä`.
-    escapes |= {
-        f"%{v.encode(legacy)[0]:02x}"
-        for v in variants
-        for legacy in ("latin-1", "cp1252")
-        if not v.isascii() and _encodable(v, legacy)
-    }
-    plain = [re.escape(_lower(c))] + (["\\+"] if c == " " else [])
-    if c == "%":  # not the start of an escape of itself cut at the end (`%2`): `cut` takes it
-        plain = [r"%(?![0-9a-f](?:\Z|\.\.\.|\u2026))"]
-    return "(?:" + "|".join(sorted(escapes) + plain) + ")"
-
-
-def _encodable(c: str, encoding: str) -> bool:
-    try:
-        c.encode(encoding)
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 # What an order id or reference given to reconciler that holds a secret is told (not the value:
@@ -310,23 +258,33 @@ GIVEN_SECRET = (
 GIVEN_SECRET_MIN = 8
 
 
-def answer_secrets(own: str, config: Iterable[str]) -> tuple[str, ...]:
+def answer_secrets(own: str, config: Iterable[str]) -> Secrets:
     """The secrets a word a provider answered (an order id, a status word) must not hold to be
     kept: the account's own, and the config's others as a value given is checked for (of
-    GIVEN_SECRET_MIN characters or more). A provider may echo any of them."""
-    return tuple(dict.fromkeys([own, *(s for s in config if len(s) >= GIVEN_SECRET_MIN)]))
+    GIVEN_SECRET_MIN characters or more). A provider may echo any of them. Made once of the
+    config's Secrets (kept there by `own`), so each search of them is made once too, whichever
+    client or post asks."""
+    if isinstance(config, Secrets) and own in config._answers:
+        return config._answers[own]
+    made = Secrets(dict.fromkeys([own, *(s for s in config if len(s) >= GIVEN_SECRET_MIN)]))
+    if isinstance(config, Secrets):
+        config._answers[own] = made
+        # A search is of a set of secrets, whoever holds them: the config's and an account's
+        # (the same set when all are long) share the ones made.
+        made._searches = config._searches
+    return made
 
 
 def answer_forms(own: str, config: Iterable[str]) -> SecretForms | None:
     """The secrets a provider's answer must not hold to be kept (answer_secrets: the account's
     own and the config's others), as one search: a CCV status answer's and a submit's."""
-    return secret_forms(frozenset(answer_secrets(own, config)))
+    return _search(config, frozenset(answer_secrets(own, config)))
 
 
 def given_secrets(secrets: Iterable[str]) -> SecretForms | None:
     """The secrets an order id, reference or key given to reconciler must not hold, as one
     search: those of GIVEN_SECRET_MIN characters or more."""
-    return secret_forms(frozenset(s for s in secrets if len(s) >= GIVEN_SECRET_MIN))
+    return _search(secrets, frozenset(s for s in secrets if len(s) >= GIVEN_SECRET_MIN))
 
 
 def holds_secret(text: str, forms: SecretForms | None) -> bool:
@@ -353,7 +311,15 @@ def _masked(text: str, forms: SecretForms, fewest_at_end: int) -> str:
 def text_forms(secrets: Iterable[str]) -> SecretForms | None:
     """The forms of `secrets` that `redact` masks, as one search: built once for the many
     texts of one answer (`mask`)."""
-    return secret_forms(frozenset(s for s in secrets if s))
+    return _search(secrets, frozenset(s for s in secrets if s))
+
+
+def squeezed_forms(secrets: Iterable[str]) -> SecretForms | None:
+    """`text_forms` of `secrets` with their blanks left out: a secret that a line break split,
+    looked for once the text's blanks are run together (the same search as text_forms' when
+    no secret holds a blank)."""
+    squeezed = ("".join(secret.split()) for secret in secrets)
+    return _search(secrets, frozenset(s for s in squeezed if s))
 
 
 def redact(text: str, secrets: Iterable[str], *, limit: int | None = None) -> str:
@@ -382,8 +348,18 @@ def redact_body(body: bytes, secrets: Iterable[str]) -> bytes:
     return body if masked == text else masked.encode("utf-8", "surrogateescape")
 
 
-def config_secrets(value: object) -> list[str]:
-    """Return the value of every Secret in a config tree (dataclasses, sequences, mappings)."""
+def config_secrets(value: object) -> Secrets:
+    """Return the value of every Secret in a config tree (dataclasses, sequences, mappings); a
+    whole Config's are gathered once and kept with it (`Config.kept`), shared by its holders."""
+    if not isinstance(value, Config):
+        return Secrets(_values(value))
+    kept = value.kept.get("secrets")
+    if not isinstance(kept, Secrets):
+        kept = value.kept["secrets"] = Secrets(_values(value))
+    return kept
+
+
+def _values(value: object) -> list[str]:
     found: list[str] = []
     if isinstance(value, MissingSecret):
         pass  # not loaded: nothing of it can be in a text
@@ -391,8 +367,9 @@ def config_secrets(value: object) -> list[str]:
         found.append(value.reveal())
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         for item in dataclasses.fields(value):
-            found += config_secrets(getattr(value, item.name))
+            if item.init:  # not what is made of it (Config.kept)
+                found += _values(getattr(value, item.name))
     elif isinstance(value, (list, tuple, frozenset, set, dict)):
         for item in value.values() if isinstance(value, dict) else value:
-            found += config_secrets(item)
+            found += _values(item)
     return found

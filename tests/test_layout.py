@@ -27,8 +27,8 @@ def _classes() -> dict[str, list[str]]:
 ROOT_MODULES = {
     *("__init__", "__main__", "cli", "stdio", "daemon", "scheduler", "systemd", "runtime"),
     *("model", "diff", "schedule", "reconcile", "delivery", "metrics"),
-    *("events", "logs", "json_text", "strict_json", "redact", "exits", "eventloop"),
-    *("notify", "order_view", "terminal", "paths", "taken"),
+    *("events", "logs", "json_text", "strict_json", "redact", "secret_encodings", "exits"),
+    *("eventloop", "notify", "order_view", "terminal", "paths", "taken"),
 }
 
 

@@ -119,3 +119,58 @@ def test_no_test_patches_a_module_or_what_it_holds() -> None:
             ):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
     assert found == []
+
+
+_CACHES = frozenset({"lru_cache", "cache"})
+
+
+def _cache_names(tree: ast.Module) -> set[str]:
+    """How the module may name functools' caches: `functools.lru_cache`, `lru_cache`, and
+    under the names it imports them or functools as."""
+    names = {f"functools.{name}" for name in _CACHES}
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module == "functools":
+            names |= {alias.asname or alias.name for alias in node.names if alias.name in _CACHES}
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name == "functools" and alias.asname:
+                    names |= {f"{alias.asname}.{name}" for name in _CACHES}
+    return names
+
+
+def _module_caches(tree: ast.Module) -> Iterator[tuple[int, str]]:
+    """Where a cache that lives as long as the module is made: a module's function or a
+    class's method decorated with one (a method's keeps every instance it saw), or one made
+    by a call at the top of the module."""
+    names = _cache_names(tree)
+
+    def named(node: ast.expr) -> bool:
+        return ast.unparse(node.func if isinstance(node, ast.Call) else node) in names
+
+    for node in tree.body:
+        functions: list[ast.FunctionDef | ast.AsyncFunctionDef] = []
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            functions = [node]
+        elif isinstance(node, ast.ClassDef):
+            functions = [
+                f for f in node.body if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)
+            ]
+        else:
+            for call in (n for n in ast.walk(node) if isinstance(n, ast.Call)):
+                if ast.unparse(call.func) in names:
+                    yield call.lineno, ast.unparse(call)
+        for function in functions:
+            for decorator in function.decorator_list:
+                if named(decorator):
+                    yield decorator.lineno, f"@{ast.unparse(decorator)} {function.name}"
+
+
+def test_no_module_of_the_package_keeps_a_cache() -> None:
+    # A cache is state: it belongs to the object that owns what it keeps (the Secrets it was
+    # made of), or, for a few inputs known at import, is an immutable mapping built once.
+    found = [
+        f"{path.relative_to(ROOT)}:{line}: {what}"
+        for path, tree in _sources("reconciler", holding="functools")
+        for line, what in _module_caches(tree)
+    ]
+    assert found == []

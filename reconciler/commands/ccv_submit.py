@@ -22,7 +22,7 @@ from ..config import ApiConfig, CCVConfig, Config
 from ..config.names import configured_account
 from ..exits import EX_CONFIG, EX_DATAERR, EX_OK, EX_TEMPFAIL
 from ..logs import fields, say
-from ..redact import config_secrets, redact
+from ..redact import Secrets, config_secrets, redact
 from ..store.submissions import State
 from ..writes.ccv_http import masked_answer
 from ..writes.daemon_api import (
@@ -78,7 +78,7 @@ def exit_code(status: int) -> int:
     return EX_DATAERR if 400 <= status < 500 and status not in (408, 429) else EX_TEMPFAIL
 
 
-def _report(answer: Result, secrets: list[str], account: str) -> int:
+def _report(answer: Result, secrets: Secrets, account: str) -> int:
     """Say what became of the submit; return the exit code. `account`: the ` --account NAME`
     the commands it advises need (`account_option`)."""
     status, reference = answer.status, answer.reference
@@ -184,7 +184,7 @@ def _report(answer: Result, secrets: list[str], account: str) -> int:
     return code
 
 
-def _one_line(text: str, secrets: list[str]) -> str:
+def _one_line(text: str, secrets: Secrets) -> str:
     """Return `text` masked, printable, on one line and bounded."""
     text = "".join(c if c.isprintable() else " " for c in text)
     return redact(" ".join(text.split()), secrets, limit=ERROR_BODY_CHARS)
@@ -216,7 +216,7 @@ async def _through_api(
     api: ApiConfig,
     account: str,
     document: dict[str, object],
-    secrets: list[str],
+    secrets: Secrets,
     wait_s: float,
 ) -> int:
     url = api.url("/api/v1/ccv/orders")
@@ -325,7 +325,7 @@ def _json_or_none(body: bytes) -> object:
         return None
 
 
-def _api_refused(status: int, body: bytes, api: ApiConfig, secrets: list[str]) -> int:
+def _api_refused(status: int, body: bytes, api: ApiConfig, secrets: Secrets) -> int:
     """Say why the daemon's API refused the submit (nothing recorded or sent); return the exit
     code."""
     try:

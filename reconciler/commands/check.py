@@ -127,7 +127,7 @@ async def check_online(config: Config) -> int:
     from ..sources.rest import AccountRest
 
     worst = EX_OK
-    secrets = tuple(config_secrets(config))
+    secrets = config_secrets(config)
     # Each account's rest, as the store records it (the daemon's, a catch-up's): its probe is
     # not sent within it, as no read of the account is (README "Retry-After of a read").
     rests: dict[tuple[Source, str], AccountRest] = {

@@ -1,28 +1,18 @@
-"""Turns one TOML file into a validated Config, or the first ConfigError naming the key."""
+"""Turns the parsed TOML of one file into a validated Config, or the first ConfigError naming
+the key."""
 
 from __future__ import annotations
 
-import os
 import re
-import sys
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
 from ..model import SOURCES, Source
-from ..stdio import NotReadHere, names_a_descriptor, read_bounded
+from ..stdio import names_a_descriptor
 from .errors import ConfigError
-from .keys import (
-    API_KEYS,
-    AUTH_SCHEMES,
-    CCNOW_KEYS,
-    CCV_KEYS,
-    CCV_STATUS_INTERVALS,
-    RECEIVER_KEYS,
-    STUCK_AFTER,
-    TOP_KEYS,
-)
+from .keys import AUTH_SCHEMES, CCV_STATUS_INTERVALS, STUCK_AFTER
 from .names import unique_name
 from .schema import (
     AlertsConfig,
@@ -45,14 +35,8 @@ from .secret import (
     token_problem,
 )
 from .sinks import SinkReader, secret_key
-from .table import Table, control_problem, file_path
-from .toml_errors import toml_error
+from .table import KeyCensus, Table, control_problem, file_path
 from .values import may_be_one_address, parse_duration, parse_listen, type_name
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 _A = TypeVar("_A")
 
@@ -68,65 +52,65 @@ _RESERVED_HEADERS = frozenset(
 # The shortest interval between requests to a provider: "1ms" made thousands of requests a
 # second. Not a second: the example config shows 0.5 and "500ms", and configs held them.
 _FLOOR = "100ms"
-# Far above any config; /dev/zero, or a FIFO whose writer never stops, is refused at this size.
-MAX_CONFIG_FILE_BYTES = 1 << 20
 _LISTEN_RULE = "expected host:port like 127.0.0.1:8080 or [::1]:8080 (port 1 to 65535)"
-
-
-def load_config(path: str | Path, *, secrets_optional: bool = False) -> Config:
-    """Read and validate a config file; raise ConfigError naming the key on any problem.
-
-    `secrets_optional`, for a command that asks no provider, signs nothing and sends to no sink:
-    a secret that is not given, or whose file this user cannot read, loads as a MissingSecret,
-    which raises the ConfigError it stands for if it is used after all. Every other key, and
-    every secret that is given, is checked as always."""
-    file = str(path)
-    try:
-        text = read_bounded(Path(path), MAX_CONFIG_FILE_BYTES, pipes=True).decode("utf-8")
-    except OSError as exc:
-        raise ConfigError(file, "-", f"cannot read file: {exc.strerror or exc}") from None
-    except NotReadHere as exc:
-        raise ConfigError(file, "-", str(exc)) from None
-    except UnicodeDecodeError:
-        raise ConfigError(file, "-", "not UTF-8 text") from None
-    try:
-        # Windows editors (Notepad) begin a UTF-8 file with a BOM, which TOML does not allow.
-        data = tomllib.loads(text.removeprefix("\ufeff"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(file, *toml_error(text, str(exc))) from None
-    except RecursionError:
-        # tomllib recurses per level of nesting: `x = [[[[...]]]]` was a traceback (exit 70).
-        raise ConfigError(file, "-", "invalid TOML: it nests too deep") from None
-    # Relative paths in the file mean "next to the file", whatever the daemon's cwd is later;
-    # in a config read from a descriptor (`<(sops -d ...)`: /dev/fd/63; /dev/stdin), the
-    # current directory's. A named pipe is a file beside others.
-    base_dir = Path.cwd() if names_a_descriptor(path) else Path(path).absolute().parent
-    return Loader(file, base_dir, os.environ, secrets_optional=secrets_optional).config(data)
 
 
 class Loader:
     """Turns the parsed TOML of one file into a Config, or raises the first ConfigError."""
 
     def __init__(
-        self, file: str, base_dir: Path, env: Mapping[str, str], *, secrets_optional: bool = False
+        self,
+        file: str,
+        base_dir: Path,
+        env: Mapping[str, str],
+        *,
+        secrets_optional: bool = False,
+        census: bool = False,
     ) -> None:
         self.file = file
         self.base_dir = base_dir
         self.env = env
+        # A census of a table's keys reads a table with nothing given, no environment and no
+        # file: it asks for no directory, file or link (a deleted cwd failed every load, and a
+        # stand-in path was judged against the real store's files).
+        self.census = census
         self.secrets = SecretReader(file, base_dir, env, optional=secrets_optional)
 
     def config(self, data: Mapping[str, object]) -> Config:
         self.secrets.known |= inline_secrets(dict(data))
-        top = Table(self.file, data, "", TOP_KEYS)
-        store = top.table("store", ("path", "keep_events"))
+        top = Table(self.file, data, "")
+        top.only(self.keys(Loader.read))
+        return self.read(top)
+
+    def keys(self, read: Callable[[Loader, KeyCensus], object]) -> frozenset[str]:
+        """The keys `read` asks for, on a table with nothing given: what a table it reads may
+        hold. Asked of a census loader of its own, with no environment, so that nothing is
+        found and nothing on disk is looked at."""
+        census = KeyCensus(self.file)
+        read(Loader(self.file, self.base_dir, {}, secrets_optional=True, census=True), census)
+        return census.asked
+
+    def table(
+        self, top: Table, name: str, read: Callable[[Loader, KeyCensus], object]
+    ) -> Table | None:
+        """The table `name` of `top`, its keys checked against those `read` asks for."""
+        table = top.table(name)
+        if table is not None:
+            table.only(self.keys(read))
+        return table
+
+    def read(self, top: Table) -> Config:
+        """Read the file's top table; afterwards it and each table within it know the keys
+        that were asked for."""
+        store = self.table(top, "store", Loader.store)
         store_path = self.store_path(store)
-        ccv = self.accounts(top, "ccv", CCV_KEYS, self.ccv)
-        ccnow = self.accounts(top, "ccnow", CCNOW_KEYS, self.ccnow)
+        ccv = self.accounts(top, "ccv", Loader.ccv)
+        ccnow = self.accounts(top, "ccnow", Loader.ccnow)
         if not ccv and not ccnow:
-            raise ConfigError(self.file, "ccv", "no [ccv] or [ccnow] account configured")
-        receiver_table = top.table("receiver", RECEIVER_KEYS)
+            top.refuse("ccv", "no [ccv] or [ccnow] account configured")
+        receiver_table = self.table(top, "receiver", Loader.receiver)
         receiver = None if receiver_table is None else self.receiver(receiver_table)
-        api = self.api(top.table("api", API_KEYS))
+        api = self.api(self.table(top, "api", Loader.api))
         if receiver is not None and api is not None and _same_port(receiver, api):
             # Caught here, not by the receiver failing to bind (exit 75, restarted forever).
             host = f"[{api.listen_host}]" if ":" in api.listen_host else api.listen_host
@@ -140,13 +124,14 @@ class Loader:
             self.base_dir,
             self.secrets,
             store_path=store_path,
-            config_path=None if names_a_descriptor(self.file) else Path(self.file),
+            config_path=None if self.census or names_a_descriptor(self.file) else Path(self.file),
+            census=self.census,
         ).sinks(top)
-        if (key := secret_key(self.secrets, store_path)) is not None:
+        if not self.census and (key := secret_key(self.secrets, store_path)) is not None:
             # Every command then refused it as no database (74), leaving a `.lock` beside it.
             problem = f"{store_path} is the file {key} names; the store needs a file of its own"
             raise ConfigError(self.file, "store.path", problem)
-        alerts = self.alerts(top.table("alerts", ("stuck_after",)))
+        alerts = self.alerts(self.table(top, "alerts", Loader.alerts))
         return Config(
             file=self.file,
             store_path=store_path,
@@ -157,15 +142,24 @@ class Loader:
             alerts=alerts,
             api=api,
             secret_files=tuple(self.secrets.secret_files),
-            keep_events_s=Config.keep_events_s
-            if store is None
-            else store.duration("keep_events", "400d", positive=True),
+            keep_events_s=self.keep_events(store),
         )
 
+    def store(self, table: Table) -> tuple[Path, float]:
+        """Read the `[store]` table (its keys, as `read` reads them in turn)."""
+        return self.store_path(table), self.keep_events(table)
+
     def store_path(self, store: Table | None) -> Path:
-        if store is not None and "path" in store.data:
-            return file_path(self.base_dir, store, "path")
+        if store is not None and store.has("path"):
+            return file_path(self.base_dir, store, "path", look=not self.census)
+        if self.census:
+            return self.base_dir / "census"  # a stand-in, never opened: no cwd, no environment
         return default_store_path(self.env)
+
+    def keep_events(self, store: Table | None) -> float:
+        if store is None:
+            return Config.keep_events_s
+        return store.duration("keep_events", "400d", positive=True)
 
     # --- accounts
 
@@ -173,28 +167,32 @@ class Loader:
         self,
         top: Table,
         source: str,
-        allowed: Collection[str],
-        parse: Callable[[Table, str, bool], _A],
+        parse: Callable[[Loader, Table, str, bool], _A],
     ) -> tuple[_A, ...]:
         """Read `[source]` or `[[source]]`: one table, or several with unique names."""
-        raw = top.data.get(source)
+        raw = top.value(source)
         if raw is None:
             return ()
+        keys = self.keys(
+            lambda loader, table: (table.has("name"), parse(loader, table, "default", True))
+        )
         if isinstance(raw, dict):
-            tables = [Table(self.file, raw, source, allowed)]
+            tables = [top.child(source, raw)]
+            tables[0].only(keys)
         elif isinstance(raw, list):
             tables = []
             for index, item in enumerate(raw):
                 key = f"{source}[{index}]"
                 if not isinstance(item, dict):
                     raise ConfigError(self.file, key, f"expected a table, got {type_name(item)}")
-                tables.append(Table(self.file, item, key, allowed))
+                tables.append(top.child(key, item))
+                tables[-1].only(keys)
         else:
             raise top.error(source, f"expected a table or array of tables, got {type_name(raw)}")
         names: list[str] = []
         seen: dict[str, str] = {}
         for table in tables:
-            if "name" in table.data:
+            if table.has("name"):
                 name = unique_name(table, seen)
             elif len(tables) > 1:
                 raise table.error("name", f"required when there are several [[{source}]] tables")
@@ -202,7 +200,9 @@ class Loader:
                 name = "default"
             names.append(name)
         single = len(tables) == 1
-        return tuple(parse(table, name, single) for table, name in zip(tables, names, strict=True))
+        return tuple(
+            parse(self, table, name, single) for table, name in zip(tables, names, strict=True)
+        )
 
     def ccv(self, table: Table, name: str, single: bool) -> CCVConfig:
         env, credentials = secret_names("ccv", name, single, "api_key")
@@ -328,7 +328,7 @@ class Loader:
             max_body_bytes=table.integer("max_body", 64 * 1024, 1024, 16 * 1024 * 1024),
             max_connections=(
                 table.integer("max_connections", 0, 1, 100_000)
-                if "max_connections" in table.data
+                if table.has("max_connections")
                 else None
             ),
             header_timeout_s=table.timeout("header_timeout", "10s"),
@@ -358,17 +358,20 @@ class Loader:
 
     def alerts(self, table: Table | None) -> AlertsConfig:
         stuck = {key: parse_duration(value) for key, value in STUCK_AFTER.items()}
-        stuck_after = (
-            None
-            if table is None
-            else table.table("stuck_after", ("ccv", "ccnow"), "unknown source (use ccv or ccnow)")
-        )
+        stuck_after = None if table is None else table.table("stuck_after")
         if stuck_after is not None:
-            for source in SOURCES:
-                given = stuck_after.status_durations(source, source, {}, stuck=True)
-                stuck.update({(source, status): seconds for status, seconds in given.items()})
+            stuck_after.only(self.keys(Loader.stuck_after), "unknown source (use ccv or ccnow)")
+            stuck.update(self.stuck_after(stuck_after))
         # 0 switches the alert off for that status.
         return AlertsConfig({key: seconds for key, seconds in stuck.items() if seconds > 0})
+
+    def stuck_after(self, table: Table) -> dict[tuple[str, str], float]:
+        """Read `[alerts.stuck_after]`: a table of status words per source."""
+        return {
+            (source, status): seconds
+            for source in SOURCES
+            for status, seconds in table.status_durations(source, source, {}, stuck=True).items()
+        }
 
 
 def _listen(table: Table, default: str) -> tuple[str, int]:

@@ -189,6 +189,10 @@ class Config:
     secret_files: tuple[Path, ...] = ()
     # [store] keep_events: delivered history older than this is pruned (store/retention.py)
     keep_events_s: float = 400 * 86400.0
+    # What is made of its secrets once and shared by every holder of this config
+    # (redact.config_secrets keeps their Secrets here, and those keep each search made of
+    # them: one costs milliseconds). Not passed on by `replace`: that config may hold others.
+    kept: dict[str, object] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def schedules(self) -> dict[tuple[str, str], ScheduleConfig]:
         """Return each configured account's schedule, by (source, account)."""

@@ -290,7 +290,8 @@ class SecretReader:
     ) -> Secret | None:
         """Resolve a secret: the key, then `<key>_file`, then env, then $CREDENTIALS_DIRECTORY."""
         file_key = f"{key}_file"
-        if key in table.data and file_key in table.data:
+        # Both asked for, whichever is given: a census of the keys sees both.
+        if all([table.has(key), table.has(file_key)]):
             raise table.error(key, f"give {key} or {file_key}, not both")
         try:
             found = self.find(table, key, env, credentials)
@@ -325,7 +326,7 @@ class SecretReader:
             self.secret_files.setdefault(Path(self.file), table.path(key))
             return value, key, ""
         file_key = f"{key}_file"
-        if file_key in table.data:
+        if table.has(file_key):
             given = table.string(file_key)
             path = self.base_dir / given
             self.secret_files.setdefault(path, table.path(file_key))

@@ -13,7 +13,7 @@ from typing import Literal
 from ..paths import STORE_FILES, beside
 from ..stdio import names_a_descriptor
 from .errors import ConfigError
-from .keys import SINK_COMMON_KEYS, SINK_KEYS, SINK_TYPES
+from .keys import SINK_TYPES
 from .names import unique_name
 from .schema import (
     CommandSinkConfig,
@@ -23,7 +23,7 @@ from .schema import (
     WebhookSinkConfig,
 )
 from .secret import SecretReader, env_word, webhook_secret_problem
-from .table import Table, file_path
+from .table import KeyCensus, Table, file_path
 from .values import type_name
 
 
@@ -38,16 +38,20 @@ class SinkReader:
         *,
         store_path: Path,
         config_path: Path | None,
+        census: bool = False,
     ) -> None:
         self.file = file
         self.base_dir = base_dir
         self.secrets = secrets
         self.store_path = store_path
         self.config_path = config_path  # None: read from a descriptor, in no directory
+        # A census of a sink's keys (Loader.census): its stand-in path is judged against no
+        # file, so that the real store or config cannot refuse it.
+        self.census = census
 
     def sinks(self, top: Table) -> tuple[SinkConfig, ...]:
         """Read every `[[sinks]]` table, in the file's order."""
-        raw = top.data.get("sinks")
+        raw = top.value("sinks")
         if raw is None:
             return ()
         if not isinstance(raw, list):
@@ -59,21 +63,18 @@ class SinkReader:
             key = f"sinks[{index}]"
             if not isinstance(item, dict):
                 raise ConfigError(self.file, key, f"expected a table, got {type_name(item)}")
-            table = Table(self.file, item, key, None)
+            table = top.child(key, item)
             kind = table.choice("type", SINK_TYPES)
-            own = SINK_COMMON_KEYS + SINK_KEYS[kind]
-            for name in item:
-                if name in own:
-                    continue
-                if any(name in keys for keys in SINK_KEYS.values()):
-                    raise table.error(name, f"not a key of a {kind} sink")
-                raise table.error(name, "unknown key")
+            for unknown in table.unknown(self.keys(kind)):
+                # A key another kind reads (`url` in a jsonl sink) says which kind it is not.
+                foreign = any(unknown in self.keys(other) for other in SINK_TYPES)
+                raise table.error(
+                    unknown, f"not a key of a {kind} sink" if foreign else "unknown key"
+                )
             typed.append((table, kind))
         # Explicit names first, so that a default name steps aside instead of clashing.
         seen: dict[str, str] = {}
-        explicit = {
-            id(table): unique_name(table, seen) for table, _ in typed if "name" in table.data
-        }
+        explicit = {id(table): unique_name(table, seen) for table, _ in typed if table.has("name")}
         # One log sink at most: the log gets every event once (a second wrote each line twice,
         # and an alert keyed on the log fired twice).
         logs = [table for table, kind in typed if kind == "log"]
@@ -117,6 +118,24 @@ class SinkReader:
                     )
         return tuple(sinks)
 
+    def keys(self, kind: Literal["log", "jsonl", "webhook", "command"]) -> frozenset[str]:
+        """The keys a sink of `kind` may hold: those `sinks` and `sink` ask for, on a table
+        with nothing given (read by a census reader of its own, with no environment)."""
+        census = KeyCensus(self.file)
+        secrets = SecretReader(self.file, self.base_dir, {}, optional=True)
+        reader = SinkReader(
+            self.file,
+            self.base_dir,
+            secrets,
+            store_path=self.base_dir / "census",
+            config_path=None,
+            census=True,
+        )
+        census.choice("type", SINK_TYPES, kind)
+        census.has("name")
+        reader.sink(census, kind, "census")
+        return census.asked
+
     def sink(
         self,
         table: Table,
@@ -126,8 +145,8 @@ class SinkReader:
         """Read one sink's table as the config type of its kind."""
         specific: SinkConfig
         if kind == "jsonl":
-            path = file_path(self.base_dir, table, "path")
-            if (taken := self.own_file(path)) is not None:
+            path = file_path(self.base_dir, table, "path", look=not self.census)
+            if not self.census and (taken := self.own_file(path)) is not None:
                 raise table.error("path", f"{path} is {taken}; the sink needs a file of its own")
             specific = JsonlSinkConfig(name=name, path=path)
         elif kind == "webhook":
@@ -146,7 +165,7 @@ class SinkReader:
         timeout = table.timeout("timeout", "15s")
         retry_min, retry_max = table.duration_range("retry_min", "5s", "retry_max", "1h")
         max_age = table.duration("max_age", "3d", positive=True)
-        if "retry_min" in table.data and retry_min > max_age:
+        if table.has("retry_min") and retry_min > max_age:
             # The first retry would come after the event's max_age: it dead-letters an event
             # retry_min after its first failure, not max_age after its creation.
             raise table.error("retry_min", "must not be more than max_age")
@@ -198,18 +217,7 @@ class SinkReader:
         """Read a command sink's argv: a non-empty list of strings without NUL, the program not
         empty; a program path with a `/` that is relative is beside the file (the daemon's
         current directory is systemd's `/`), a bare name is looked up on PATH when run."""
-        value = table.data.get("command")
-        if value is None:
-            raise table.error("command", "required")
-        if not isinstance(value, list):
-            raise table.error(
-                "command", f"expected a list of strings (argv), got {type_name(value)}"
-            )
-        if not value:
-            raise table.error("command", "must not be empty")
-        for index, arg in enumerate(value):
-            if not isinstance(arg, str):
-                raise table.error(f"command[{index}]", f"expected a string, got {type_name(arg)}")
+        value = table.strings("command", "a list of strings (argv)")
         if (nul := nul_word(value)) is not None:
             raise table.error(f"command[{nul}]", "must not contain a NUL character")
         program = value[0]

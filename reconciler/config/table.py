@@ -37,23 +37,57 @@ def control_problem(value: str, *, strict: bool = False) -> str | None:
 
 
 class Table:
-    """One TOML table being read; knows its dotted key so every error can name the key."""
+    """One TOML table being read; knows its dotted key so every error can name the key.
 
-    def __init__(
-        self,
-        file: str,
-        data: Mapping[str, object],
-        key: str,
-        allowed: Collection[str] | None,
-        unknown: str = "unknown key",
-    ) -> None:
+    It records each key its reader asks for, given or not. The reader is the one list of a
+    table's keys: run on a KeyCensus, it names them before a table is read (`only`)."""
+
+    def __init__(self, file: str, data: Mapping[str, object], key: str) -> None:
         self.file = file
-        self.data = data
+        self._data = data
         self.key = key
-        if allowed is not None:
-            for name in data:
-                if name not in allowed:
-                    raise self.error(name, unknown)
+        self._asked: set[str] = set()
+        self.children: list[Table] = []  # the tables read within it, in the order read
+
+    @property
+    def asked(self) -> frozenset[str]:
+        """The keys its reader asked for so far, given or not."""
+        return frozenset(self._asked)
+
+    def child(self, name: str, data: Mapping[str, object]) -> Table:
+        """A table within this one (`name`: `sinks[0]`, `store`)."""
+        table = Table(self.file, data, self.path(name))
+        self.children.append(table)
+        return table
+
+    def has(self, name: str) -> bool:
+        """Whether the key is given (asking counts as reading it)."""
+        self._asked.add(name)
+        return name in self._data
+
+    def value(self, name: str, default: object = None) -> object:
+        """The key's raw value, unchecked, or `default`."""
+        self._asked.add(name)
+        return self._data.get(name, default)
+
+    def unread(self) -> list[str]:
+        """The keys given that no reader asked for, in the file's order."""
+        return [name for name in self._data if name not in self._asked]
+
+    def unknown(self, keys: Collection[str]) -> list[str]:
+        """The keys given that are not among `keys`, in the file's order."""
+        return [name for name in self._data if name not in keys]
+
+    def only(self, keys: Collection[str], problem: str = "unknown key") -> None:
+        """Refuse the first key given that is not among `keys` (those its reader asks for),
+        before any value is read: a typo, or a key of another table, is named as written even
+        where it leaves a required key out."""
+        for name in self.unknown(keys):
+            raise self.error(name, problem)
+
+    def refuse(self, name: str, problem: str) -> None:
+        """Raise the problem (a KeyCensus, which reads nothing given, goes on)."""
+        raise self.error(name, problem)
 
     def path(self, name: str) -> str:
         return f"{self.key}.{name}" if self.key else name
@@ -62,7 +96,7 @@ class Table:
         return ConfigError(self.file, self.path(name), problem)
 
     def get(self, name: str, kind: type[_V], what: str) -> _V | None:
-        value = self.data.get(name)
+        value = self.value(name)
         if value is None:
             return None
         if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
@@ -119,7 +153,7 @@ class Table:
         at_most: str | None = None,
     ) -> float:
         """Seconds from a duration key; required when `default` is None."""
-        value = self.data.get(name, default)
+        value = self.value(name, default)
         if value is None:
             raise self.error(name, "required")
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
@@ -159,11 +193,11 @@ class Table:
         high = self.duration(high_name, high_default, positive=True, at_least=at_least)
         if high < low:
             # Blame a key the user wrote: the one given, when the other is its default.
-            if high_name not in self.data:
+            if not self.has(high_name):
                 raise self.error(
                     low_name, f'must not be more than {high_name} (default "{high_default}")'
                 )
-            if low_name not in self.data:
+            if not self.has(low_name):
                 raise self.error(
                     high_name, f'must not be less than {low_name} (default "{low_default}")'
                 )
@@ -172,7 +206,7 @@ class Table:
 
     def usd(self, name: str, default: str) -> Decimal:
         """A positive amount in USD with at most two decimals (a string or a number)."""
-        value = self.data.get(name, default)
+        value = self.value(name, default)
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise self.error(name, f"expected an amount in USD, got {type_name(value)}")
         amount = usd_amount(str(value))
@@ -187,11 +221,24 @@ class Table:
             raise self.error(name, problem)
         return value
 
-    def table(
-        self, name: str, allowed: Collection[str] | None, unknown: str = "unknown key"
-    ) -> Table | None:
+    def strings(self, name: str, what: str) -> list[str]:
+        """A non-empty list of strings (`what` says what it is); required."""
+        value = self.value(name)
+        if value is None:
+            raise self.error(name, "required")
+        if not isinstance(value, list):
+            raise self.error(name, f"expected {what}, got {type_name(value)}")
+        if not value:
+            raise self.error(name, "must not be empty")
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                raise self.error(f"{name}[{index}]", f"expected a string, got {type_name(item)}")
+        return value
+
+    def table(self, name: str) -> Table | None:
+        """The key's table, to be read; None when not given."""
         value = self.get(name, dict, "a table")
-        return None if value is None else Table(self.file, value, self.path(name), allowed, unknown)
+        return None if value is None else self.child(name, value)
 
     def status_durations(
         self,
@@ -205,28 +252,61 @@ class Table:
         """A table of `source`'s status word -> duration (positive, except under `stuck_after`
         where 0 is "off"); a given table replaces `default`. A word in the wrong case or
         misspelt is an error: it would match no order, in silence."""
-        table = self.table(name, None)
+        table = self.table(name)
         if table is None:
             return {status: parse_duration(value) for status, value in default.items()}
-        for status in table.data:
+        # Its keys are status words, each checked here.
+        statuses = table.unread()
+        for status in statuses:
             problem = status_key_problem(source, status, stuck=stuck)
             if problem is not None:
                 raise table.error(status, problem)
         return {
             status: table.duration(status, None, positive=not stuck, at_least=at_least)
-            for status in table.data
+            for status in statuses
         }
 
 
-def file_path(base_dir: Path, table: Table, name: str) -> Path:
+class KeyCensus(Table):
+    """A table with nothing given, run through a reader to learn the keys it asks for (those a
+    table it reads may hold). A key without a default reads as a stand-in instead of being
+    refused as required, so that the reader goes on to ask for every key after it."""
+
+    def __init__(self, file: str) -> None:
+        super().__init__(file, {}, "")
+
+    def string(
+        self,
+        name: str,
+        default: str | None = None,
+        *,
+        allow_empty: bool = False,
+        trimmed: bool = False,
+    ) -> str:
+        given = "census" if default is None else default
+        return super().string(name, given, allow_empty=allow_empty, trimmed=trimmed)
+
+    def url(self, name: str, *, base: bool = False) -> str:
+        self.value(name)
+        return "https://census.invalid"
+
+    def strings(self, name: str, what: str) -> list[str]:
+        self.value(name)
+        return ["census"]
+
+    def refuse(self, name: str, problem: str) -> None:
+        pass
+
+
+def file_path(base_dir: Path, table: Table, name: str, *, look: bool = True) -> Path:
     """A file's path key, relative ones beside the config. One that ends as a directory's does
     (`ts/newdir/`, `.`) is refused: Path drops the `/`, and a file named `ts/newdir` was made.
     Unless something that is no directory is there (`st/r.db/` with st/r.db the live database,
     a log shipper's FIFO, `/dev/stdout/`): that was used before, and a config that worked must
-    keep loading."""
+    keep loading. `look=False` (a census of the keys): nothing on disk is asked."""
     value = table.string(name)
     path = base_dir / value
-    if value.rpartition("/")[2] in ("", ".", "..") and _nothing_or_a_directory(path):
+    if look and value.rpartition("/")[2] in ("", ".", "..") and _nothing_or_a_directory(path):
         raise table.error(name, f"'{value}' names a directory; give the path of a file")
     return path
 

@@ -19,7 +19,7 @@ from ..model import EventType, Observation, OrderState, Source, Via
 from ..passes.batcher import Batcher
 from ..passes.report import NamedReport as NamedReport  # its users import it from here
 from ..passes.report import PassAnswers, PassReport
-from ..redact import redact
+from ..redact import held, redact
 from ..schedule import resting
 from ..sources.errors import RestAsked, SourceError
 from ..sources.rest import AccountRest
@@ -82,7 +82,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         self.store: Store = writer.store
         self.due_limit = config.concurrency * due_per_concurrency
         self.page_orders = page_orders
-        self._secrets = tuple(secrets)
+        self._secrets = held(secrets)
         # When the account's good health was last written or claimed (see `settle`).
         self._healthy_at: float | None = None
         self._probed: set[str] = set()  # asked by `_probe_due` since the account failed

@@ -69,7 +69,7 @@ class Coordinators:
     ) -> Coordinators:
         """Return a coordinator for every configured account, each with its HTTP client and
         the account's bound from `gates` (the process's, shared with its writes)."""
-        secrets = tuple(config_secrets(config))
+        secrets = config_secrets(config)
         remember = None if config.receiver is None else config.receiver.remember_ref_s
         ccv: dict[str, CCVCoordinator] = {}
         ccnow: dict[str, CCNowCoordinator] = {}

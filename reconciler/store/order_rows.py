@@ -3,7 +3,6 @@ and the conversions between a row and an OrderState. Only this module knows the 
 
 from __future__ import annotations
 
-import functools
 import operator
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -21,7 +20,6 @@ _NAMES = COLUMNS.replace(" ", "").split(",")
 WIDEST_STATEMENT = ROWS_PER_STATEMENT * len(_NAMES)
 
 
-@functools.lru_cache(maxsize=16)
 def upsert(rows: int) -> str:
     """Return the statement writing `rows` whole rows, inserted or replacing the same order's."""
     return (
@@ -95,7 +93,6 @@ Plan = tuple[float | None, float]  # (interval, next check time) replacing a sta
 Row = Sequence[Any]
 
 
-@functools.lru_cache(maxsize=128)
 def order_update(rows: int, shape: int) -> str:
     """Return the statement writing back `rows` rows of a shape (ENDS, CHANGED, CHECKED, each
     + CLEAR or not)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import itertools
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -23,7 +22,6 @@ ROWS_PER_STATEMENT = 1000
 CHUNK = 500  # bound on bound parameters per IN (...) query
 
 
-@functools.lru_cache(maxsize=128)
 def values(rows: int, columns: int) -> str:
     """Return a VALUES list of `rows` rows of `columns` parameters."""
     row = "(" + ", ".join("?" * columns) + ")"

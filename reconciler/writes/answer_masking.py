@@ -18,8 +18,10 @@ from reconciler.redact import (
     MASK,
     MIN_BODY_FRAGMENT,
     SecretForms,
+    held,
     mask,
     redact_body,
+    squeezed_forms,
     text_forms,
 )
 
@@ -41,7 +43,7 @@ def masked_answer(body: bytes, secrets: Iterable[str]) -> tuple[bytes, bool]:
     (keys too) that, decoded, holds one is masked as a body is and written again, the rest as it
     came. An answer that still holds one when read as a client may (`_held_still`) is
     reconciler's word instead, `{"error": HELD_SECRET}`."""
-    secrets = tuple(secrets)
+    secrets = held(secrets)
     forms = text_forms(secrets)
     if forms is None:
         return body, False
@@ -140,7 +142,7 @@ def answer_snippet(body: bytes, secrets: Iterable[str], chars: int) -> str:
     does not see is SNIPPET_HELD. Masked whole, then cut: no cut leaves a secret's start."""
     head = body[:SNIPPET_SOURCE_BYTES]
     raw = head.decode(json.detect_encoding(head), "replace")
-    secrets = tuple(secrets)
+    secrets = held(secrets)
     forms = text_forms(secrets)
     if forms is None:
         return " ".join(raw.split())[:chars]
@@ -152,7 +154,7 @@ def answer_snippet(body: bytes, secrets: Iterable[str], chars: int) -> str:
     if _held_still(masked, forms):
         return SNIPPET_HELD
     # Across a blank, a secret is looked for with its own blanks left out too.
-    squeezed = text_forms(["".join(secret.split()) for secret in secrets]) or forms
+    squeezed = squeezed_forms(secrets) or forms
     shown = _base64_masked(_across_blanks(masked.decode("utf-8", "replace"), squeezed), forms)
     # A provider's cut (`Zq9+pw!...`) or ours: a start of a secret before it is masked from
     # `mask`'s fewest characters on, as at the end of any text we cut.

@@ -28,6 +28,7 @@ from reconciler.redact import (
     SecretForms,
     answer_forms,
     given_secrets,
+    held,
     holds_secret,
 )
 from reconciler.sources.http import Gates
@@ -83,7 +84,7 @@ class Submitter:
         self.store = store
         # The config's secrets, masked in a `Location` CCV answered before it is kept, as in
         # the header passed on (else the accounts' API keys).
-        self.secrets = tuple(secrets) or tuple(c.api_key.reveal() for c in accounts)
+        self.secrets = held(secrets) or held(c.api_key.reveal() for c in accounts)
         # The config's secrets an external reference given must not hold (else the account's
         # API key's), as for an order id given to `track`.
         self.given = given_secrets(secrets) if secrets else None

@@ -149,7 +149,7 @@ def test_a_secret_loaded_as_missing_raises_its_config_error_when_used(tmp_path: 
     assert config.receiver is not None
     # A secret that is given loads as always, and only it is masked in what the program keeps.
     assert config.receiver.secret.reveal() == "receiver-secret-0123456789"
-    assert config_secrets(config) == ["receiver-secret-0123456789"]
+    assert config_secrets(config) == ("receiver-secret-0123456789",)
 
 
 async def test_track_settling_through_the_daemon_is_the_one_step_that_needs_the_token(

@@ -5,13 +5,13 @@ from __future__ import annotations
 import base64
 import os
 import re
+import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from reconciler import config as config_module
 from reconciler.config import (
     ApiConfig,
     CommandSinkConfig,
@@ -25,7 +25,14 @@ from reconciler.config import (
     load_config,
     parse_duration,
 )
+from reconciler.config.loader import Loader
 from reconciler.config.secret import webhook_key
+from reconciler.config.table import Table
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 EXAMPLE = Path(__file__).parents[2] / "config" / "reconciler.example.toml"
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -1021,25 +1028,129 @@ def test_example_config_loads_from_the_credentials_the_units_load(
         ]
 
 
-KNOWN_KEYS = sorted(
-    {
-        *config_module._TOP_KEYS,
-        *config_module._CCV_KEYS,
-        *config_module._CCNOW_KEYS,
-        *config_module._RECEIVER_KEYS,
-        *config_module._API_KEYS,
-        *config_module._SINK_COMMON_KEYS,
-        *(key for keys in config_module._SINK_KEYS.values() for key in keys),
-        "stuck_after",
+def _example_tables() -> list[Table]:
+    """The example config read as the loader reads it, with the tables it shows only commented
+    out ([api], a command sink) added: every table and the keys its reader asked for."""
+    data = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+    data["api"] = {"token": "api-token-0123456789"}
+    data["sinks"].append({"type": "command", "command": ["/bin/true"]})
+    env = {
+        "RECONCILER_CCV_API_KEY": "l_example",
+        "RECONCILER_CCNOW_PASSWORD": "example-password",
+        "RECONCILER_RECEIVER_SECRET": "example-receiver-secret",
+        "RECONCILER_SINK_WEBHOOK_SECRET": WEBHOOK_SECRET,
     }
-)
+    top = Table(str(EXAMPLE), data, "")
+    Loader(str(EXAMPLE), EXAMPLE.parent, env).read(top)
+    tables, todo = [], [top]
+    while todo:
+        table = todo.pop()
+        tables.append(table)
+        todo.extend(table.children)
+    return tables
 
 
-@pytest.mark.parametrize("key", KNOWN_KEYS)
-def test_example_config_documents_every_key(key: str) -> None:
+def _documented(key: str) -> bool:
     text = EXAMPLE.read_text(encoding="utf-8")
     # A key counts when it is set or shown commented out, or appears as a [table] header.
-    assert re.search(rf"^[#\s]*(\[+)?[\w.]*\b{key}\b[\w.]*(\]+|\s*=)", text, re.MULTILINE), key
+    return bool(re.search(rf"^[#\s]*(\[+)?[\w.]*\b{key}\b[\w.]*(\]+|\s*=)", text, re.MULTILINE))
+
+
+def test_example_config_documents_every_key_the_loader_reads() -> None:
+    # The tables' readers are the one list of keys: each key one asks for, given or not, is
+    # shown in the example, set or commented out; and none the example gives is left unread.
+    tables = _example_tables()
+    assert {t.key for t in tables} >= {"store", "ccv", "ccnow", "receiver", "api", "alerts"}
+    assert {t.key for t in tables} >= {f"sinks[{i}]" for i in range(3)}
+    assert all(table.unread() == [] for table in tables)
+    asked = {key for table in tables for key in table.asked}
+    assert {"max_connections", "api_key_file", "secret_file", "command", "token"} <= asked
+    assert [key for key in sorted(asked) if not _documented(key)] == []
+
+
+def test_every_key_the_example_shows_commented_out_is_read() -> None:
+    # A key shown only as `# key = ...` is one a reader asks for: no example of a dead key.
+    text = EXAMPLE.read_text(encoding="utf-8")
+    shown = set(re.findall(r"^#\s*(\w+)\s*=", text, re.MULTILINE))
+    asked = {key for table in _example_tables() for key in table.asked}
+    assert shown and sorted(shown - asked) == []
+
+
+# A key no reader asks for, in each kind of table: refused naming it (78), not ignored.
+UNKNOWN_IN_EACH_TABLE = [
+    ("top", "colour = 1\n" + CCV, "colour", "unknown key"),
+    ("store", CCV + "[store]\ncolour = 1\n", "store.colour", "unknown key"),
+    ("ccv", CCV + "colour = 1\n", "ccv.colour", "unknown key"),
+    ("ccv-array", ccv_accounts("a", "b") + "colour = 1\n", "ccv[1].colour", "unknown key"),
+    ("ccnow", CCNOW + "colour = 1\n", "ccnow.colour", "unknown key"),
+    ("receiver", CCV + RECEIVER + "colour = 1\n", "receiver.colour", "unknown key"),
+    (
+        "api",
+        CCV + "[api]\ntoken = 'api-token-0123456789'\ncolour = 1\n",
+        "api.colour",
+        "unknown key",
+    ),
+    ("sink-log", CCV + "[[sinks]]\ntype = 'log'\ncolour = 1\n", "sinks[0].colour", "unknown key"),
+    (
+        "sink-jsonl",
+        CCV + "[[sinks]]\ntype = 'jsonl'\npath = 'e'\ncolour = 1\n",
+        "sinks[0].colour",
+        "unknown key",
+    ),
+    (
+        "sink-webhook",
+        CCV + f"[[sinks]]\ntype = 'webhook'\nurl = 'https://h.example'\n"
+        f"secret = '{WEBHOOK_SECRET}'\ncolour = 1\n",
+        "sinks[0].colour",
+        "unknown key",
+    ),
+    (
+        "sink-command",
+        CCV + "[[sinks]]\ntype = 'command'\ncommand = ['true']\ncolour = 1\n",
+        "sinks[0].colour",
+        "unknown key",
+    ),
+    (
+        "sink-webhook-in-log",
+        CCV + "[[sinks]]\ntype = 'log'\nsecret_file = 'k'\n",
+        "sinks[0].secret_file",
+        "not a key of a log sink",
+    ),
+    (
+        "sink-command-in-webhook",
+        CCV + f"[[sinks]]\ntype = 'webhook'\nurl = 'https://h.example'\n"
+        f"secret = '{WEBHOOK_SECRET}'\ncommand = ['true']\n",
+        "sinks[0].command",
+        "not a key of a webhook sink",
+    ),
+    (
+        "sink-jsonl-in-command",
+        CCV + "[[sinks]]\ntype = 'command'\ncommand = ['true']\npath = 'e'\n",
+        "sinks[0].path",
+        "not a key of a command sink",
+    ),
+    ("alerts", CCV + "[alerts]\ncolour = 1\n", "alerts.colour", "unknown key"),
+    (
+        "stuck-after",
+        CCV + "[alerts.stuck_after]\ncolour = {}\n",
+        "alerts.stuck_after.colour",
+        "unknown source (use ccv or ccnow)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        pytest.param(text, key, problem, id=name)
+        for name, text, key, problem in UNKNOWN_IN_EACH_TABLE
+    ],
+)
+def test_an_unknown_key_in_each_table_is_refused_naming_it(
+    tmp_path: Path, text: str, key: str, problem: str
+) -> None:
+    error = load_error(tmp_path, text)
+    assert (error.key, error.problem) == (key, problem)
 
 
 # --- secrets with line breaks ----------------------------------------------------------------

@@ -18,8 +18,12 @@ from reconciler.config import Secret
 from reconciler.redact import (
     MASK,
     MIN_BODY_FRAGMENT,
+    Secrets,
+    answer_forms,
+    answer_secrets,
     config_secrets,
     given_secrets,
+    held,
     holds_secret,
     redact,
     redact_body,
@@ -401,3 +405,21 @@ def test_a_secret_quoted_as_a_pricing_problem_quotes_it_is_masked() -> None:
     problem = next(p for p in check_pricing({"currency": secret}) if p.path == "$.currency")
     masked = problem.masked(text_forms([secret]))
     assert leaks(masked.line(), secret) == [], masked.line()
+
+
+def test_secrets_held_keep_each_search_made_of_them() -> None:
+    # A search costs milliseconds; the daemon's holders ask for one per CCNow answer, API
+    # request or failed pass. Held Secrets make each once; a plain list makes one per call.
+    secrets = Secrets(["pw-0123456789", "t_0123456789", "short"])
+    assert held(secrets) is secrets and held(["a"]) == Secrets(["a"])
+    assert text_forms(secrets) is text_forms(secrets) is not None
+    assert given_secrets(secrets) is given_secrets(secrets)
+    assert answer_forms("own-key-0123", secrets) is answer_forms("own-key-0123", secrets)
+    assert text_forms(secrets) is not given_secrets(secrets)  # "short" is only in the first
+    as_list = list(secrets)
+    assert text_forms(as_list) is not text_forms(as_list)
+    assert text_forms(as_list) == text_forms(secrets)
+    # An account's, and the config's, are held.
+    assert isinstance(answer_secrets("own-key-0123", secrets), Secrets)
+    assert isinstance(config_secrets({"key": Secret("k-0123456789")}), Secrets)
+    assert redact("x pw-0123456789 y", secrets) == f"x {MASK} y"

@@ -15,10 +15,10 @@ from reconciler.redact import (
     MIN_BODY_FRAGMENT,
     SecretForms,
     answer_secrets,
-    encodings,
     redact,
     secret_forms,
 )
+from reconciler.secret_encodings import encodings
 from reconciler.sources.ccnow_answer import parse_answer
 
 PASSWORD = "Pw0rd-Zq9+&x=7%Se"

@@ -1,0 +1,52 @@
+"""load_config: one config file read (bounded, UTF-8, TOML) and handed to the Loader."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from ..stdio import NotReadHere, names_a_descriptor, read_bounded
+from .errors import ConfigError
+from .loader import Loader
+from .schema import Config
+from .toml_errors import toml_error
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+
+# Far above any config; /dev/zero, or a FIFO whose writer never stops, is refused at this size.
+MAX_CONFIG_FILE_BYTES = 1 << 20
+
+
+def load_config(path: str | Path, *, secrets_optional: bool = False) -> Config:
+    """Read and validate a config file; raise ConfigError naming the key on any problem.
+
+    `secrets_optional`, for a command that asks no provider, signs nothing and sends to no sink:
+    a secret that is not given, or whose file this user cannot read, loads as a MissingSecret,
+    which raises the ConfigError it stands for if it is used after all. Every other key, and
+    every secret that is given, is checked as always."""
+    file = str(path)
+    try:
+        text = read_bounded(Path(path), MAX_CONFIG_FILE_BYTES, pipes=True).decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(file, "-", f"cannot read file: {exc.strerror or exc}") from None
+    except NotReadHere as exc:
+        raise ConfigError(file, "-", str(exc)) from None
+    except UnicodeDecodeError:
+        raise ConfigError(file, "-", "not UTF-8 text") from None
+    try:
+        # Windows editors (Notepad) begin a UTF-8 file with a BOM, which TOML does not allow.
+        data = tomllib.loads(text.removeprefix("\ufeff"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, *toml_error(text, str(exc))) from None
+    except RecursionError:
+        # tomllib recurses per level of nesting: `x = [[[[...]]]]` was a traceback (exit 70).
+        raise ConfigError(file, "-", "invalid TOML: it nests too deep") from None
+    # Relative paths in the file mean "next to the file", whatever the daemon's cwd is later;
+    # in a config read from a descriptor (`<(sops -d ...)`: /dev/fd/63; /dev/stdin), the
+    # current directory's. A named pipe is a file beside others.
+    base_dir = Path.cwd() if names_a_descriptor(path) else Path(path).absolute().parent
+    return Loader(file, base_dir, os.environ, secrets_optional=secrets_optional).config(data)
