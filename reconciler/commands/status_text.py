@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
 
 from ..model import status_info
 from ..terminal import columns, shown, width
 from .status_report import AccountHealth, AccountStatus, Status, ts
 
 Colour = Literal["", "bold", "green", "yellow", "red"]
-_SGR: dict[Colour, str] = {"bold": "1", "green": "32", "yellow": "33", "red": "31"}
-_HEALTH: dict[AccountHealth, Colour] = {
+_SGR: Final[Mapping[Colour, str]] = {"bold": "1", "green": "32", "yellow": "33", "red": "31"}
+_HEALTH: Final[Mapping[AccountHealth, Colour]] = {
     "ok": "green",
     "failing": "red",
     "unknown": "yellow",
