@@ -8,9 +8,9 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO
 
 from . import __version__, eventloop
 from .commands import OWN_SIGNALS, WITHOUT_SECRETS, argtypes
@@ -373,7 +373,7 @@ _ConfigCommand = Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]
 # Where the body of each command that needs the config lives (module of reconciler.commands,
 # function). It is imported only when its command runs, so a process loads what its command
 # uses and no more (a catch-up starts without the status report, the sandbox, the API server).
-_COMMANDS: dict[str, tuple[str, str]] = {
+_COMMANDS: Final[Mapping[str, tuple[str, str]]] = {
     "catch-up": ("catch_up", "catch_up_command"),
     "track": ("orders", "track_command"),
     "untrack": ("orders", "untrack_command"),

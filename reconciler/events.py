@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from .json_text import compact_json, iso_time, line_safe, optional_string_json, string_json
 from .model import EventType, OrderKey, OrderState, Severity, Source, Via, status_info
@@ -22,7 +22,7 @@ def event_id(store_id: str, *parts: object) -> str:
 
 
 # uuid5's variant digit: the RFC 4122 bits "10" over the two low bits of the hash's digit
-_VARIANT = {f"{i:x}": f"{8 | i & 3:x}" for i in range(16)}
+_VARIANT: Final[Mapping[str, str]] = {f"{i:x}": f"{8 | i & 3:x}" for i in range(16)}
 
 
 def _uuid5(name: str) -> str:
@@ -215,7 +215,7 @@ def _unknown(after: OrderState | None) -> bool:
     return status is not None and not status_info("ccnow", status).known
 
 
-_ACTION_EVENTS: dict[str, tuple[EventType, Severity]] = {
+_ACTION_EVENTS: Final[Mapping[str, tuple[EventType, Severity]]] = {
     "succeeded": (EventType.ACTION_SUCCEEDED, "info"),
     "refused": (EventType.ACTION_REFUSED, "warning"),
     "uncertain": (EventType.ACTION_UNCERTAIN, "error"),

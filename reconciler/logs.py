@@ -7,15 +7,15 @@ import io
 import logging
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, TextIO
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Final, TextIO
 
 from .json_text import iso_time, lenient_json
 from .redact import SecretForms, mask, text_forms
 
 # sd-daemon(3) priority prefixes; journald strips them and sets PRIORITY, so
 # `journalctl -p warning` filters our lines.
-PRIORITY = {
+PRIORITY: Final[Mapping[int, str]] = {
     logging.CRITICAL: "<2>",
     logging.ERROR: "<3>",
     logging.WARNING: "<4>",

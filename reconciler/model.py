@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Literal, NamedTuple
+from typing import Final, Literal, NamedTuple
 
 Source = Literal["ccv", "ccnow"]
 SOURCES: tuple[Source, ...] = ("ccv", "ccnow")
@@ -63,7 +63,7 @@ class StatusInfo:
 
 
 # One table for both providers: (source, status word) -> meaning.
-STATUSES: dict[tuple[Source, str], StatusInfo] = {
+STATUSES: Final[Mapping[tuple[Source, str], StatusInfo]] = {
     # CCV boarding API, orderStatus
     ("ccv", "Processing"): StatusInfo("info"),
     ("ccv", "Incomplete"): StatusInfo("info"),
@@ -125,7 +125,7 @@ def same_status(one: str | None, other: str | None) -> bool:
 
 # The settled words of each provider, read from the table above: the one list of them (the SQL
 # that names them, store/retention.py, is checked against it by a test).
-SETTLED: dict[Source, tuple[str, ...]] = {
+SETTLED: Final[Mapping[Source, tuple[str, ...]]] = {
     source: tuple(s for s in known_statuses(source) if STATUSES[(source, s)].settled)
     for source in SOURCES
 }

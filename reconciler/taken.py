@@ -6,8 +6,8 @@ an action, once per command and close. The store only reads what they are applie
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Final
 
 from .diff import BEFORE_ACTION
 from .events import Event, action_event, event_id
@@ -18,7 +18,10 @@ if TYPE_CHECKING:  # its type alone: a pure module loads no store
 
 # What CCNow answers when a ship or cancel took: the queue state it put the order in, or (for
 # an order the lifecycle moved on quickly) where that queue leads.
-TAKEN = {"ship": ("mark_shipped", "completed"), "cancel": ("mark_canceled", "canceled")}
+TAKEN: Final[Mapping[str, tuple[str, str]]] = {
+    "ship": ("mark_shipped", "completed"),
+    "cancel": ("mark_canceled", "canceled"),
+}
 
 
 def contradicted(taken: Command, before: OrderState) -> bool:

@@ -10,11 +10,12 @@ outputs stay JSON.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Final
 
 # C0 controls, DEL, C1 controls; the bidi marks, embeddings, overrides and isolates; the line
 # and paragraph separators that some terminals and editors break lines at.
-_UNSAFE = [
+_UNSAFE = (
     *range(0x00, 0x20),
     *range(0x7F, 0xA0),
     0x061C,
@@ -24,8 +25,10 @@ _UNSAFE = [
     *range(0x2066, 0x206A),
     0x2028,
     0x2029,
-]
-_ESCAPES = {c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}" for c in _UNSAFE}
+)
+_ESCAPES: Final[Mapping[int, str]] = {
+    c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}" for c in _UNSAFE
+}
 
 
 def shown(text: str) -> str:

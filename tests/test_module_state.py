@@ -174,3 +174,113 @@ def test_no_module_of_the_package_keeps_a_cache() -> None:
         for line, what in _module_caches(tree)
     ]
     assert found == []
+
+
+# What a module-level table may be declared as: abstract types with no mutating methods, so
+# mypy --strict refuses a change, and the immutable builtins. Capitalised names not listed as
+# mutable are the package's own types (frozen dataclasses, NamedTuples, Literal aliases).
+_IMMUTABLE = frozenset(
+    {"frozenset", "tuple", "str", "bytes", "int", "float", "bool", "object", "None", "type"}
+)
+_MUTABLE_TYPES = frozenset(
+    {"Dict", "List", "Set", "MutableMapping", "MutableSequence", "MutableSet", "DefaultDict"}
+    | {"OrderedDict", "Counter", "Deque", "ChainMap"}
+)
+_MUTABLE_CALLS = frozenset({"dict", "list", "set", "bytearray", "defaultdict", "OrderedDict"})
+_DISPLAYS = (ast.List, ast.Set, ast.Dict, ast.ListComp, ast.SetComp, ast.DictComp)
+
+
+def _held(value: ast.expr) -> Iterator[ast.expr]:
+    """The mutable containers a module-level value holds: the value itself when it is a list,
+    set or dict display, comprehension or call, and those its displays hold in turn (a call
+    such as `frozenset(...)` or `tuple(...)` copies what it is given: that is not held)."""
+    if isinstance(value, _DISPLAYS) or (
+        isinstance(value, ast.Call) and ast.unparse(value.func).split(".")[-1] in _MUTABLE_CALLS
+    ):
+        yield value
+    inner: list[ast.expr | None] = []
+    if isinstance(value, ast.Dict):
+        inner = [*value.keys, *value.values]
+    elif isinstance(value, ast.DictComp):
+        inner = [value.key, value.value]
+    elif isinstance(value, ast.ListComp | ast.SetComp | ast.GeneratorExp):
+        inner = [value.elt]  # a generator's items are held once it is unpacked: (*(...),)
+    elif isinstance(value, ast.Tuple | ast.List | ast.Set):
+        inner = list(value.elts)
+    elif isinstance(value, ast.Starred):
+        inner = [value.value]
+    for part in inner:
+        if part is not None:
+            yield from _held(part)
+
+
+def _aliases(tree: ast.Module) -> dict[str, ast.expr]:
+    """Type aliases bound at the top of the module (`Lifecycle = Mapping[...]`)."""
+    found: dict[str, ast.expr] = {}
+    for node in tree.body:
+        if (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+            and isinstance(node.value, ast.Subscript | ast.BinOp)
+        ):
+            found[node.targets[0].id] = node.value
+    return found
+
+
+def _immutable(annotation: ast.expr, aliases: dict[str, ast.expr]) -> bool:
+    """Whether every type `annotation` names (through the module's aliases) has no mutating
+    methods: a lower-case one only if listed, a capitalised one unless listed as mutable."""
+    if isinstance(annotation, ast.Constant):
+        text = annotation.value
+        return not isinstance(text, str) or _immutable(ast.parse(text, mode="eval").body, aliases)
+    if isinstance(annotation, ast.Subscript):
+        if ast.unparse(annotation.value).split(".")[-1] == "Literal":
+            return True
+        return _immutable(annotation.value, aliases) and _immutable(annotation.slice, aliases)
+    if isinstance(annotation, ast.Tuple):
+        return all(_immutable(part, aliases) for part in annotation.elts)
+    if isinstance(annotation, ast.BinOp):  # X | Y
+        return _immutable(annotation.left, aliases) and _immutable(annotation.right, aliases)
+    name = ast.unparse(annotation).split(".")[-1]
+    if name in aliases:  # an alias may not name itself: leave it out below
+        rest = {k: v for k, v in aliases.items() if k != name}
+        return _immutable(aliases[name], rest)
+    return name in _IMMUTABLE or (name[:1].isupper() and name not in _MUTABLE_TYPES)
+
+
+def _final(annotation: ast.expr | None) -> ast.expr | None:
+    """What `Final[...]` wraps; None when the annotation is not `Final[...]`."""
+    if (
+        isinstance(annotation, ast.Subscript)
+        and ast.unparse(annotation.value).split(".")[-1] == "Final"
+    ):
+        return annotation.slice
+    return None
+
+
+def _mutable_tables(tree: ast.Module) -> Iterator[tuple[int, str]]:
+    """Module-level names bound to a list, set or dict (or holding one) without a declared
+    immutable type; `__all__` is the import system's, and its list is the convention."""
+    for node in tree.body:
+        if not isinstance(node, ast.Assign | ast.AnnAssign) or node.value is None:
+            continue
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        names = ", ".join(ast.unparse(t) for t in targets)
+        if names == "__all__" or _is_logger(node.value) or not any(_held(node.value)):
+            continue
+        declared = _final(node.annotation) if isinstance(node, ast.AnnAssign) else None
+        if declared is None or not _immutable(declared, _aliases(tree)):
+            yield node.lineno, names
+
+
+def test_no_module_level_table_can_be_changed() -> None:
+    # A table is a constant: a tuple, a frozenset, or a dict declared Final[Mapping[...]] so
+    # mypy --strict refuses a change (MappingProxyType would add a call per lookup on paths a
+    # catch-up walks per order).
+    found = [
+        f"{path.relative_to(ROOT)}:{line}: {names}"
+        for path, tree in _sources("reconciler")
+        for line, names in _mutable_tables(tree)
+    ]
+    assert found == []

@@ -16,9 +16,9 @@ import sys
 import time
 import typing
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Final, TextIO
 
 from .. import eventloop
 from ..config import (
@@ -49,7 +49,11 @@ from .demo_submit import SUBMIT_EVERY_S, SUBMITS, DemoIntegrator, submit_delays
 
 DEMO_SHIP_EVERY_S = 1.0
 DEMO_SHIPMENTS = 3
-_COLOURS = {"info": "\033[32m", "warning": "\033[33m", "error": "\033[31m"}
+_COLOURS: Final[Mapping[str, str]] = {
+    "info": "\033[32m",
+    "warning": "\033[33m",
+    "error": "\033[31m",
+}
 _DIM, _RESET = "\033[2m", "\033[0m"
 
 

@@ -10,7 +10,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Final, TextIO
 
 import aiohttp
 
@@ -28,7 +28,7 @@ CONNECT_ATTEMPTS = 20
 CONNECT_RETRY_S = 0.25
 REQUEST_TIMEOUT_S = 10.0
 # An order body as the order configurator makes it is long; CCV's simulator needs an object.
-DEMO_ORDER: dict[str, object] = {"shoppingCart": {"salesPackages": []}}
+DEMO_ORDER: Final[Mapping[str, object]] = {"shoppingCart": {"salesPackages": ()}}
 
 
 def submit_delays(

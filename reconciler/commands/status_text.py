@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 from ..json_text import optional_iso_time as ts
 from ..model import status_info
@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from .status_report import AccountHealth, AccountStatus, Status
 
 Colour = Literal["", "bold", "green", "yellow", "red"]
-_SGR: dict[Colour, str] = {"bold": "1", "green": "32", "yellow": "33", "red": "31"}
-_HEALTH: dict[AccountHealth, Colour] = {
+_SGR: Final[Mapping[Colour, str]] = {"bold": "1", "green": "32", "yellow": "33", "red": "31"}
+_HEALTH: Final[Mapping[AccountHealth, Colour]] = {
     "ok": "green",
     "failing": "red",
     "unknown": "yellow",

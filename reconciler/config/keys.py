@@ -3,7 +3,8 @@ hold are those its reader asks for (table.KeyCensus, Table.only)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Final, Literal
 
 SINK_TYPES: tuple[Literal["log", "jsonl", "webhook", "command"], ...] = (
     "log",
@@ -13,8 +14,8 @@ SINK_TYPES: tuple[Literal["log", "jsonl", "webhook", "command"], ...] = (
 )
 AUTH_SCHEMES: tuple[Literal["basic", "bearer", "header"], ...] = ("basic", "bearer", "header")
 
-CCV_STATUS_INTERVALS = {"AwaitingPayment": "2m", "Incomplete": "6h"}
-STUCK_AFTER: dict[tuple[str, str], str] = {
+CCV_STATUS_INTERVALS: Final[Mapping[str, str]] = {"AwaitingPayment": "2m", "Incomplete": "6h"}
+STUCK_AFTER: Final[Mapping[tuple[str, str], str]] = {
     ("ccv", "AwaitingPayment"): "2d",
     ("ccv", "Incomplete"): "7d",
     ("ccv", "Screening"): "7d",

@@ -4,6 +4,8 @@ for a value set again (`Cannot overwrite a value (at line 4, column 20)`) names 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Final
 
 _PART = r"""(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*')"""
 _DOTTED = rf"{_PART}(?:\s*\.\s*{_PART})*"
@@ -13,7 +15,7 @@ _WHERE = re.compile(r"\(at (?:line (\d+), column \d+|end of document)\)$")
 # What opens or closes where a line's text may be inside a value: strings (a multi-line one
 # first), comments, arrays and inline tables.
 _TOKEN = re.compile(r'"""|\'\'\'|"(?:[^"\\]|\\.)*"|\'[^\'\n]*\'|#.*|[\[\]{}]')
-_CLOSE = {
+_CLOSE: Final[Mapping[str, re.Pattern[str]]] = {
     '"""': re.compile(r'(?:[^"\\]|\\.|"(?!""))*"""'),
     "'''": re.compile(r"[^']*(?:'(?!'')[^']*)*'''"),
 }

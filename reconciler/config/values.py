@@ -5,13 +5,15 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+from collections.abc import Mapping
 from datetime import date, datetime, time
+from typing import Final
 from urllib.parse import urlsplit
 
 import yarl
 
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s|m|h|d)?")
-_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_UNIT_S: Final[Mapping[str, float]] = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 # The longest duration any setting takes: a century. Longer ones put the scheduler's next run
 # past the calendar's end (year 9999) and would stop the daemon at its start.
 MAX_DURATION_S = 36500 * 86400.0

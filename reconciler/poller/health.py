@@ -9,9 +9,9 @@ and probe, the CCNow pending list and queries, a catch-up) ends by handing its a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Final
 
 from ..events import Event, event_id
 from ..model import (
@@ -32,7 +32,7 @@ PARTS = HEALTH_PARTS
 # A success clears the failures of the parts it proves: answered checks prove what the probe
 # proves, but not the pending list (nor the reverse): else one part failing while another answers
 # makes the account flap between failed and recovered on every poll.
-_CLEARS: dict[Part, frozenset[Part]] = {
+_CLEARS: Final[Mapping[Part, frozenset[Part]]] = {
     "checks": frozenset({"checks", "probe"}),
     "pending_list": frozenset({"pending_list"}),
     "probe": frozenset({"probe"}),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Final
 
 from reconciler.model import InvalidOrderId, normalize_ccnow_id
 
@@ -17,7 +18,7 @@ NOT_PENDING = "error_message order not pending"
 _CCNOW_ORDER_FIELD = re.compile(r"^x_orderid_(\d{1,9})$", re.ASCII)
 _USD = re.compile(r"([0-9]{1,7})(?:\.([0-9]{1,2}))?", re.ASCII)
 # The queue state an action puts a pending order in; the lifecycle takes it on from there.
-_QUEUED_BY = {"ship": "mark_shipped", "cancel": "mark_canceled"}
+_QUEUED_BY: Final[Mapping[str, str]] = {"ship": "mark_shipped", "cancel": "mark_canceled"}
 
 
 def ccnow_answer(world: World, form: Mapping[str, object]) -> str:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Final, Literal, get_args
 
 from aiohttp import web
 
 from reconciler.model import Source
 
-_SOURCES: dict[str, Source] = {"ccv": "ccv", "ccnow": "ccnow"}
+_SOURCES: Final[Mapping[str, Source]] = {"ccv": "ccv", "ccnow": "ccnow"}
 FaultKind = Literal[
     "maintenance",
     "http500",
@@ -33,7 +34,7 @@ FaultKind = Literal[
 _FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 # Kinds that exist for one provider only: CCV's documented error codes, a gateway's 404 page and
 # a submit whose answer never comes; the shapes of CCNow's line answers.
-_ONLY: dict[FaultKind, Source] = {
+_ONLY: Final[Mapping[FaultKind, Source]] = {
     "http400": "ccv",
     "http403": "ccv",
     "http429": "ccv",
@@ -46,7 +47,7 @@ _ONLY: dict[FaultKind, Source] = {
     "unknown_message": "ccnow",
     "drop": "ccnow",
 }
-_CCV_ERRORS: dict[FaultKind, tuple[int, str]] = {
+_CCV_ERRORS: Final[Mapping[FaultKind, tuple[int, str]]] = {
     "http400": (400, "order data has missing/invalid values"),
     "http403": (403, "forbidden"),
     "http429": (429, "too many requests"),

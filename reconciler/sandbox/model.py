@@ -11,9 +11,9 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from reconciler.model import (
     EXTERNAL_REFERENCE_MAX_LENGTH,
@@ -34,9 +34,9 @@ MEAN_STEP_S = 4.0
 
 # A weighted random walk: status -> ((next status, weight), ...). `None` means "stays for good";
 # a status without an entry never moves on its own.
-Lifecycle = dict[str, tuple[tuple[str | None, float], ...]]
+Lifecycle = Mapping[str, tuple[tuple[str | None, float], ...]]
 
-CCV_LIFECYCLE: Lifecycle = {
+CCV_LIFECYCLE: Final[Lifecycle] = {
     "Processing": (("Incomplete", 1.0),),
     "Incomplete": (("AwaitingPayment", 6.0), ("Screening", 3.0), ("Canceled", 1.0)),
     "AwaitingPayment": (("Screening", 8.5), ("Canceled", 1.0), ("Failed", 0.5)),
@@ -48,7 +48,7 @@ CCV_LIFECYCLE: Lifecycle = {
     "FulfillmentDone": (("Completed", 1.0),),
 }
 
-CCNOW_LIFECYCLE: Lifecycle = {
+CCNOW_LIFECYCLE: Final[Lifecycle] = {
     "received": (("processing", 7.0), ("paypal_hold", 3.0)),
     "paypal_hold": (("processing", 9.0), ("declined", 1.0)),
     "processing": (
@@ -68,13 +68,13 @@ CCNOW_LIFECYCLE: Lifecycle = {
     "completed": (("refunded", 1.0), ("chargeback", 0.5), (None, 8.5)),
 }
 
-LIFECYCLES: dict[Source, Lifecycle] = {"ccv": CCV_LIFECYCLE, "ccnow": CCNOW_LIFECYCLE}
+LIFECYCLES: Final[Mapping[Source, Lifecycle]] = {"ccv": CCV_LIFECYCLE, "ccnow": CCNOW_LIFECYCLE}
 # A discount (`adjust`) is refunded once the order completes: CCNow "will automatically do a
 # partial refund on the order after the order reaches completion".
 _DISCOUNTED_COMPLETED = (("refunded", 9.0), ("chargeback", 0.5), (None, 0.5))
 
 # Where the initial population starts: spread over the lifecycle, a few already finished.
-_START_WEIGHTS: dict[Source, dict[str, float]] = {
+_START_WEIGHTS: Final[Mapping[Source, Mapping[str, float]]] = {
     "ccv": {
         "Processing": 3,
         "Incomplete": 3,

@@ -17,9 +17,9 @@ import resource
 import sys
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -40,7 +40,7 @@ HEADER_TIMEOUT_S = 10.0  # for a request head, and then for its body
 # aiohttp versions, a banner for whoever scans an internet-facing port.
 SERVER_NAME = "reconciler"
 # The body is fixed: aiohttp's own 400 page echoes parser messages with bits of the request.
-_ERROR_BODIES = {
+_ERROR_BODIES: Final[Mapping[int, bytes]] = {
     400: b'{"error": "bad request"}',
     404: b'{"error": "not found"}',
     408: b'{"error": "request timeout"}',

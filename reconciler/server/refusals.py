@@ -4,6 +4,8 @@ come from the internet, in any number."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Final
 
 from ..logs import fields
 from .connections import JUNK_LOG_INTERVAL_S, RateLimit
@@ -11,7 +13,7 @@ from .connections import JUNK_LOG_INTERVAL_S, RateLimit
 # A well-formed notification path of a configured account whose signature or token is wrong:
 # most likely a URL made before the secret, public_url or token changed (or a proxy that
 # rewrote it), so every later notification for it is lost too. Said at warning, once a minute.
-HINTS = {
+HINTS: Final[Mapping[str, str]] = {
     "bad_signature": "signed with another [receiver] secret or public_url, or altered on the way; "
     "previous_secret keeps older URLs valid while they are replaced",
     "bad_token": "not this account's notification_token",

@@ -8,7 +8,7 @@ import hmac
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from aiohttp import web
 
@@ -24,9 +24,9 @@ from .notification_request import (
 
 # notify.signature: 16 bytes, URL-safe base64 without padding.
 _SIGNATURE = re.compile(r"[A-Za-z0-9_-]{22}")
-_KINDS: dict[str, Kind] = {"order": "order", "ref": "ref"}
+_KINDS: Final[Mapping[str, Kind]] = {"order": "order", "ref": "ref"}
 
-MESSAGES = {
+MESSAGES: Final[Mapping[int, str]] = {
     400: "bad request",
     404: "not found",
     405: "method not allowed",

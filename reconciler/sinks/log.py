@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any, TextIO
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, TextIO
 
 from ..json_text import iso_time, line_safe, string_json
 from ..logs import PRIORITY, is_journal, render, write_lines
@@ -14,7 +14,11 @@ from .base import Cutoff, Delivered, DeliveryResult, OutboxEvent
 
 log = logging.getLogger("reconciler.events")
 
-_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_LEVELS: Final[Mapping[str, int]] = {
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 def event_fields(body: bytes) -> dict[str, Any]:

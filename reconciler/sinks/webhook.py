@@ -12,8 +12,9 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
+from typing import Final
 
 import aiohttp
 
@@ -69,7 +70,11 @@ async def _drain(response: aiohttp.ClientResponse) -> None:
 # OpenSSL's verify codes whose message Python words with the URL's host or address
 # (`Hostname mismatch, certificate is not valid for 'HOST'.`): said without it, as a webhook's
 # URL is kept out of logs and the database (only salted HMACs of targets are).
-_MISMATCHES = {62: "hostname mismatch", 63: "email address mismatch", 64: "ip address mismatch"}
+_MISMATCHES: Final[Mapping[int, str]] = {
+    62: "hostname mismatch",
+    63: "email address mismatch",
+    64: "ip address mismatch",
+}
 
 
 def _tls_reason(exc: aiohttp.ClientSSLError) -> str:

@@ -4,6 +4,8 @@ an answer line as columns of data rather than as words of a status of its own.""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Final
 
 from reconciler.model import known_statuses
 
@@ -17,7 +19,7 @@ from reconciler.model import known_statuses
 # its look alone.
 DOCUMENTED = frozenset(known_statuses("ccnow"))
 # A documented word by its lower case: CCNow answers them in any case.
-DOCUMENTED_BY_LOWER = {word.lower(): word for word in DOCUMENTED}
+DOCUMENTED_BY_LOWER: Final[Mapping[str, str]] = {word.lower(): word for word in DOCUMENTED}
 _DIGIT = re.compile(r"[0-9]")
 # The words a column of data may be, in any case: the currencies an order's amount is in and
 # the carriers a shipment goes by (the document names `Fedex, DHL`). A listed code, not any

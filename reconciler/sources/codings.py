@@ -5,14 +5,20 @@ they came (both turn its decoding off)."""
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Final
 
 from reconciler.model import clipped
 
 # The content codings decoded, by their names in any case (x-gzip is gzip's old name, RFC 9110);
 # br and zstd would take optional packages. Any other coding is refused: read as plain bytes, a
 # body sent `gzip, gzip` or `compress` lost what it said.
-_CODINGS = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate", "identity": None}
+_CODINGS: Final[Mapping[str, str | None]] = {
+    "gzip": "gzip",
+    "x-gzip": "gzip",
+    "deflate": "deflate",
+    "identity": None,
+}
 # What a client of the providers asks for: these alone. aiohttp's own Accept-Encoding offers br
 # (zstd) wherever brotli (Python 3.14's zstd) can be imported, which read_body cannot decode.
 ACCEPT_ENCODING = "gzip, deflate"

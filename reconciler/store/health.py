@@ -14,10 +14,10 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from ..logs import fields
 from ..paths import WAL, beside
@@ -28,7 +28,7 @@ Kind = Literal["corrupt", "full", "busy", "io", "gone"]
 
 # Result code names (sqlite3 errors carry them from Python 3.11 on) and, for older Pythons,
 # the words of SQLite's messages for the same codes.
-_KINDS: dict[str, Kind] = {
+_KINDS: Final[Mapping[str, Kind]] = {
     "SQLITE_CORRUPT": "corrupt",
     "SQLITE_NOTADB": "corrupt",
     "SQLITE_FULL": "full",

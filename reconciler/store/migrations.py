@@ -17,7 +17,7 @@ log = logging.getLogger("reconciler.store")
 
 # Forward-only migrations; each runs with its `PRAGMA user_version` bump in one transaction.
 # Statements are split on ";", so comments inside them must not contain one.
-MIGRATIONS: list[str] = [
+MIGRATIONS: tuple[str, ...] = (
     # 1: initial schema
     """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -338,7 +338,7 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE commands ADD COLUMN turned_away TEXT",
     # 33: a CCNow command's first post a proxy's 503 may hide CCNow ran (store/withdraw.py)
     "ALTER TABLE commands ADD COLUMN hidden_at REAL",
-]
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

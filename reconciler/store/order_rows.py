@@ -15,7 +15,7 @@ COLUMNS = (
     "last_checked, end_state, not_found, failure_streak, version, next_check_at, interval_s, "
     "stuck_version, tracked_at, missing_since, asked_at"
 )
-_NAMES = COLUMNS.replace(" ", "").split(",")
+_NAMES = tuple(COLUMNS.replace(" ", "").split(","))
 # The parameters of the widest statement the store prepares: a chunk of whole rows (`upsert`).
 WIDEST_STATEMENT = ROWS_PER_STATEMENT * len(_NAMES)
 
@@ -59,7 +59,7 @@ SUBMITTED = (
 # Known orders are written back by rowid. Columns an update never changes (the key, tracked_at)
 # are left out, and the external reference, which seldom changes, has a statement of its own
 # that skips the rows where it did not: the index on it stays untouched.
-UPDATED = [c for c in _NAMES[3:] if c not in ("external_reference", "tracked_at")]
+UPDATED = tuple(c for c in _NAMES[3:] if c not in ("external_reference", "tracked_at"))
 
 # SQLite rewrites, or at least re-evaluates for the old and the new row, every index that names
 # a column an UPDATE sets, whatever its value: the partial indexes of open orders (end_state),
@@ -71,8 +71,8 @@ ENDS, CHANGED, CHECKED = 0, 1, 2
 _MARKS = ("last_changed", "version", "stuck_version")
 _SHAPES = (
     UPDATED,
-    [c for c in UPDATED if c != "end_state"],
-    [c for c in UPDATED if c != "end_state" and c not in _MARKS],
+    tuple(c for c in UPDATED if c != "end_state"),
+    tuple(c for c in UPDATED if c != "end_state" and c not in _MARKS),
 )
 # sqlite3 (CPython 3.11) binds None through its adapter lookup, which raises and clears an
 # AttributeError for each: about 3 k instructions a value, on the database thread and holding
@@ -82,8 +82,8 @@ _SHAPES = (
 CLEAR = len(_SHAPES)
 _CLEARED = ("stuck_version", "missing_since")
 # By shape (ENDS ... CHECKED + CLEAR): the columns bound, and those written as NULL.
-_SET = (*_SHAPES, *([c for c in cols if c not in _CLEARED] for cols in _SHAPES))
-_NULL = (*([] for _ in _SHAPES), *([c for c in _CLEARED if c in cols] for cols in _SHAPES))
+_SET = (*_SHAPES, *(tuple(c for c in cols if c not in _CLEARED) for cols in _SHAPES))
+_NULL = (*(() for _ in _SHAPES), *(tuple(c for c in _CLEARED if c in cols) for cols in _SHAPES))
 SHAPES = len(_SET)
 _PICK = tuple(operator.itemgetter(*(_NAMES.index(c) for c in cols)) for cols in _SET)
 

@@ -4,13 +4,15 @@ references CCV notifications named that no order took (`retention.prune` runs th
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from typing import Final
 
 from .db import Store
 from .sql import marks
 
 # The states in which a write is still someone's business: being sent, waiting to be sent, or
 # waiting for a person's word. Such rows are never pruned, whatever their age.
-_OPEN_WRITES = {
+_OPEN_WRITES: Final[Mapping[str, tuple[str, ...]]] = {
     "submissions": ("sending", "uncertain"),
     "commands": ("queued", "sending", "uncertain"),
 }

@@ -11,7 +11,8 @@ import binascii
 import html
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Final
 
 from reconciler import strict_json
 from reconciler.redact import (
@@ -116,7 +117,16 @@ def _held_still(body: bytes, forms: SecretForms) -> bool:
 
 # A JSON or JavaScript escape: `\\u0074`, `\\x74`, `\\/`, `\\n`.
 _ESCAPE = re.compile(r'\\(?:u([0-9a-fA-F]{4})|x([0-9a-fA-F]{2})|(["\\/bfnrt]))')
-_SHORT = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+_SHORT: Final[Mapping[str, str]] = {
+    '"': '"',
+    "\\": "\\",
+    "/": "/",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+}
 
 
 def _unescaped(text: str) -> str:

@@ -4,6 +4,8 @@ tracking number`): the same command, sent again, would be refused the same way."
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Final
 
 from reconciler.sources.ccnow_answer import field_of
 from reconciler.store import commands as cmds
@@ -12,7 +14,7 @@ from reconciler.writes.ccnow_send import FIELD
 __all__ = ["carries", "names_own_field"]
 
 # CCNow's field names that are not our attributes' (the others are: `tracknumber`).
-_ATTRIBUTE = {"orderid": "order_id"}
+_ATTRIBUTE: Final[Mapping[str, str]] = {"orderid": "order_id"}
 
 
 def carries(c: cmds.Command, field: re.Match[str]) -> bool:

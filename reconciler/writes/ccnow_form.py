@@ -7,10 +7,10 @@ numbered fields of a post (`form`), batched so an `adjust` never shares a post (
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
-from typing import TypeVar
+from typing import Final, TypeVar
 from urllib.parse import quote_plus
 
 from reconciler.config import CCNowConfig
@@ -32,7 +32,7 @@ from reconciler.redact import (
 from reconciler.store import commands as cmds
 
 # The actions as the command line names them -> CCNow's `x_action_N` word.
-ACTIONS: dict[str, cmds.Action] = {
+ACTIONS: Final[Mapping[str, cmds.Action]] = {
     "ship": "ship",
     "cancel": "cancel",
     "add-tracking": "track",
@@ -183,7 +183,7 @@ def build(
 
 # An API body's fields: DESIGN.md's names first; the command line's names (a list of ids,
 # `number`, `key`, `keys`) are accepted too, one of each pair at most.
-_SPELLINGS = {
+_SPELLINGS: Final[Mapping[str, str]] = {
     "order_id": "order_ids",
     "tracking_number": "number",
     "idempotency_key": "key",

@@ -17,7 +17,8 @@ it as it says, a post ending without one closes it withdrawn.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Final
 
 from reconciler.events import action_resolved_event
 from reconciler.logs import fields
@@ -33,8 +34,8 @@ log = logging.getLogger("reconciler.writes.ccnow_actions")
 # The words `--action` (and the API's `"action"`) take: the command line's own, and `track`,
 # the stored name events and `status` show for `add-tracking`. cli.py spells them out as the
 # `--action` choices of `ccnow resolve` (parsing imports no writes module): change both.
-RESOLVE_ACTIONS: dict[str, cmds.Action] = {**ACTIONS, "track": "track"}
-_WORD: dict[str, str] = {stored: word for word, stored in ACTIONS.items()}
+RESOLVE_ACTIONS: Final[Mapping[str, cmds.Action]] = {**ACTIONS, "track": "track"}
+_WORD: Final[Mapping[str, str]] = {stored: word for word, stored in ACTIONS.items()}
 
 
 def action_word(action: str) -> str:

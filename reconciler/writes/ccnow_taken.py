@@ -4,8 +4,9 @@ the API and the command line show them."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 from reconciler.json_text import iso_time
 from reconciler.store import commands as cmds
@@ -116,7 +117,7 @@ class Taken:
 # A command's state in DESIGN.md's words, as the API shows it (`state`): `sent` is a post on
 # its way (`sending`, the command line's word in its line and its summary). `outcome` keeps the
 # command's own word (a `sent` or `not_sent` there is a person's `ccnow resolve`).
-API_STATE: dict[str, str] = {
+API_STATE: Final[Mapping[str, str]] = {
     "queued": "queued",
     "sending": "sent",
     "succeeded": "done",

@@ -9,6 +9,7 @@ import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Final
 
 from ..redact import SecretForms, mask
 
@@ -192,7 +193,7 @@ CHECKED_KEYS = frozenset(
         "toBePaidImmediately",
     }
 )
-_CHECKED_FOLDED = {key.casefold(): key for key in CHECKED_KEYS}
+_CHECKED_FOLDED: Final[Mapping[str, str]] = {key.casefold(): key for key in CHECKED_KEYS}
 
 
 def case_twins(body: object, at: str = "$") -> Iterator[Problem]:

@@ -148,7 +148,7 @@ def test_migration_18_is_written_out() -> None:
         and isinstance(node.target, ast.Name)
         and node.target.id == "MIGRATIONS"
     ]
-    assert isinstance(listed, ast.List)
+    assert isinstance(listed, ast.Tuple)
     assert isinstance(listed.elts[17], ast.Constant)
 
 
