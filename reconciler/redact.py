@@ -367,7 +367,9 @@ def _values(value: object) -> list[str]:
         found.append(value.reveal())
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         for item in dataclasses.fields(value):
-            if item.init:  # not what is made of it (Config.kept)
+            # Config.kept is what is made of the config's secrets, not one of them; any other
+            # field, derived or not, is searched (a derived key is a secret too).
+            if not (isinstance(value, Config) and item.name == "kept"):
                 found += _values(getattr(value, item.name))
     elif isinstance(value, (list, tuple, frozenset, set, dict)):
         for item in value.values() if isinstance(value, dict) else value:

@@ -186,7 +186,10 @@ _MUTABLE_TYPES = frozenset(
     {"Dict", "List", "Set", "MutableMapping", "MutableSequence", "MutableSet", "DefaultDict"}
     | {"OrderedDict", "Counter", "Deque", "ChainMap"}
 )
-_MUTABLE_CALLS = frozenset({"dict", "list", "set", "bytearray", "defaultdict", "OrderedDict"})
+_MUTABLE_CALLS = frozenset(
+    {"dict", "list", "set", "bytearray", "defaultdict", "OrderedDict", "Counter", "deque"}
+    | {"fromkeys", "maketrans", "copy"}  # dict.fromkeys, str.maketrans, a table's copy
+)
 _DISPLAYS = (ast.List, ast.Set, ast.Dict, ast.ListComp, ast.SetComp, ast.DictComp)
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote
 
 import aiohttp
@@ -337,7 +337,7 @@ def _joined(url: URL, location: str) -> str | None:
 _USERINFO = re.compile(r"^([A-Za-z][\w+.-]*:)?//[^/?#]*@")
 
 # What the URL standard removes from a URL before it reads it: ASCII tabs and newlines.
-_DROPPED = str.maketrans("", "", "\t\n\r")
+_DROPPED: Final[Mapping[int, int | None]] = str.maketrans("", "", "\t\n\r")
 
 # What a Location kept as text must not hold: control characters, and the surrogates that stand
 # for bytes that are no UTF-8 (U+DC80 to U+DCFF: byte 0x80 to 0xFF).

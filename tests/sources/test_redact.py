@@ -423,3 +423,16 @@ def test_secrets_held_keep_each_search_made_of_them() -> None:
     assert isinstance(answer_secrets("own-key-0123", secrets), Secrets)
     assert isinstance(config_secrets({"key": Secret("k-0123456789")}), Secrets)
     assert redact("x pw-0123456789 y", secrets) == f"x {MASK} y"
+
+
+def test_a_secret_held_in_a_field_not_given_to_init_is_searched_too() -> None:
+    # Only Config's own `kept` (what is made of its secrets) is passed over by the walk.
+    from dataclasses import dataclass, field
+
+    @dataclass(frozen=True)
+    class Derived:
+        given: Secret
+        derived: Secret = field(init=False, default=Secret("derived-signing-key-42"))
+
+    holder = Derived(Secret("given-password-1234"))
+    assert sorted(config_secrets(holder)) == ["derived-signing-key-42", "given-password-1234"]
