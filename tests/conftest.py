@@ -254,8 +254,12 @@ async def run_cli(
     env: Mapping[str, str] | None = None,
     timeout_s: float = 60.0,
     stdin: bytes | None = None,
+    cwd: Path = REPO,
+    cwd_deleted: bool = False,
 ) -> Result:
-    """Run `python -m reconciler ARGS` without blocking the loop the fakes serve on."""
+    """Run `python -m reconciler ARGS` without blocking the loop the fakes serve on, in `cwd`;
+    `cwd_deleted`: the child removes that (empty) directory once it stands in it, before
+    Python starts, as a shell left in a directory deleted since runs it (give PYTHONPATH)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -265,7 +269,9 @@ async def run_cli(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=dict(env if env is not None else cli_env()),
-        cwd=REPO,
+        cwd=cwd,
+        # In the child, after its chdir and before the exec: nothing else runs there.
+        preexec_fn=(lambda: os.rmdir(cwd)) if cwd_deleted else None,
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(stdin), timeout_s)

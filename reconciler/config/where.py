@@ -1,5 +1,5 @@
 """Which config file a command reads: `--config`, else $RECONCILER_CONFIG, else
-./reconciler.toml."""
+./reconciler.toml; and the store a config without `[store] path` names."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from .errors import ConfigError
 
 ENV = "RECONCILER_CONFIG"
+GONE = "the current directory, which was deleted"  # where a relative path would be
 
 
 def config_path(arg: str | None, env: Mapping[str, str] | None = None) -> Path:
@@ -28,3 +29,24 @@ def config_path(arg: str | None, env: Mapping[str, str] | None = None) -> Path:
     if not given:
         raise ConfigError("''", where, f"is empty: name the config file, {rest}")
     return Path(given)
+
+
+class NoCurrentDirectory(Exception):
+    """The current directory was deleted (a shell left standing in a directory removed since):
+    no relative path can be made absolute, and none opened from there finds a file."""
+
+
+def current_directory() -> Path:
+    """Return the current directory; raise NoCurrentDirectory when it was deleted."""
+    try:
+        return Path.cwd()
+    except FileNotFoundError:  # getcwd(3) on Linux: the directory is unlinked
+        raise NoCurrentDirectory from None
+
+
+def default_store_path(env: Mapping[str, str]) -> Path:
+    """The store of a config without `[store] path` (and of `reconciler demo`):
+    $STATE_DIRECTORY/reconciler.db, else ./reconciler.db (NoCurrentDirectory: none is there)."""
+    # systemd's StateDirectory= may list several directories; the first is ours.
+    state = env.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(state or current_directory()) / "reconciler.db"
