@@ -32,7 +32,7 @@ from .secret import MissingSecret, Secret
 from .values import is_loopback, parse_duration
 from .where import default_store_path
 
-__all__ = [
+__all__ = (
     "AlertsConfig",
     "ApiConfig",
     "CCNowConfig",
@@ -53,4 +53,4 @@ __all__ = [
     "is_loopback",
     "load_config",
     "parse_duration",
-]
+)
