@@ -260,7 +260,11 @@ async def run_cli(
     """Run `python -m reconciler ARGS` without blocking the loop the fakes serve on, in `cwd`;
     `cwd_deleted`: the child removes that (empty) directory once it stands in it, before
     Python starts, as a shell left in a directory deleted since runs it (give PYTHONPATH)."""
+    # `cwd_deleted`: a shell removes the directory it stands in, then becomes Python (no Python
+    # runs in a child forked from this threaded process, as a preexec_fn would).
+    shell = ("sh", "-c", 'rmdir "$PWD" && exec "$0" "$@"') if cwd_deleted else ()
     proc = await asyncio.create_subprocess_exec(
+        *shell,
         sys.executable,
         "-m",
         "reconciler",
@@ -270,8 +274,6 @@ async def run_cli(
         stderr=asyncio.subprocess.PIPE,
         env=dict(env if env is not None else cli_env()),
         cwd=cwd,
-        # In the child, after its chdir and before the exec: nothing else runs there.
-        preexec_fn=(lambda: os.rmdir(cwd)) if cwd_deleted else None,
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(stdin), timeout_s)

@@ -247,7 +247,9 @@ def demo_store(given: Path | None) -> Path:
         if not path.is_absolute():
             current_directory()  # the demo's files are made there
     except NoCurrentDirectory:  # a traceback (exit 70) before
-        raise UsageError("the current directory was deleted: give the demo --store /PATH") from None
+        raise UsageError(
+            "the current directory cannot be named: give the demo --store /PATH"
+        ) from None
     if _there(path):
         if WriterLock(path).held():
             raise TempFailure(f"{path}: another reconciler process holds this store")

@@ -10,7 +10,9 @@ from pathlib import Path
 from .errors import ConfigError
 
 ENV = "RECONCILER_CONFIG"
-GONE = "the current directory, which was deleted"  # where a relative path would be
+# Where a relative path would be. getcwd(3) fails alike for a directory deleted and for one
+# outside this process's root or mounts (a lazily unmounted bind mount, a chroot without chdir).
+GONE = "the current directory, which cannot be named (deleted, or outside this process's mounts)"
 
 
 def config_path(arg: str | None, env: Mapping[str, str] | None = None) -> Path:
@@ -32,15 +34,16 @@ def config_path(arg: str | None, env: Mapping[str, str] | None = None) -> Path:
 
 
 class NoCurrentDirectory(Exception):
-    """The current directory was deleted (a shell left standing in a directory removed since):
-    no relative path can be made absolute, and none opened from there finds a file."""
+    """The current directory cannot be named: deleted (a shell left standing in a directory
+    removed since), or outside this process's root or mounts. No relative path can be made
+    absolute, so none is trusted to name the file meant."""
 
 
 def current_directory() -> Path:
-    """Return the current directory; raise NoCurrentDirectory when it was deleted."""
+    """Return the current directory; raise NoCurrentDirectory when it cannot be named."""
     try:
         return Path.cwd()
-    except FileNotFoundError:  # getcwd(3) on Linux: the directory is unlinked
+    except FileNotFoundError:  # getcwd(3) on Linux: ENOENT, unlinked or unreachable
         raise NoCurrentDirectory from None
 
 

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import REPO, Result, assert_one_line, cli_env, run_cli
 
 CCV = "[ccv]\nbase_url = 'https://ccv.example/api/'\napi_key = 't_0123'\n"
-GONE = "the current directory, which was deleted"
+GONE = "the current directory, which cannot be named (deleted, or outside this process's mounts)"
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -80,7 +80,7 @@ async def test_the_demos_store_in_a_deleted_directory_is_a_usage_error(
     tmp_path: Path, store: list[str]
 ) -> None:
     result = await from_deleted_cwd(tmp_path, "demo", "--orders", "1", *store)
-    assert_one_line(result, 2, "the current directory was deleted: give the demo --store /PATH")
+    assert_one_line(result, 2, "the current directory cannot be named: give the demo --store /PATH")
 
 
 async def test_absolute_paths_work_from_a_deleted_directory(tmp_path: Path) -> None:
