@@ -28,7 +28,7 @@ from .taken import contradicted, unconfirmed_event
 if TYPE_CHECKING:
     from .metrics import Metrics
 
-__all__ = ["BATCH_ROWS", "PENDING_BATCHES", "PassReport", "Reconciler"]
+__all__ = ("BATCH_ROWS", "PENDING_BATCHES", "PassReport", "Reconciler")
 
 log = logging.getLogger("reconciler.reconcile")
 

@@ -27,7 +27,7 @@ from .poller.coordinators import Coordinators
 from .store import StoreError
 from .store.health import is_unusable
 
-__all__ = ["Overruns", "Scheduler"]
+__all__ = ("Overruns", "Scheduler")
 
 log = logging.getLogger("reconciler.scheduler")
 

@@ -254,9 +254,17 @@ async def run_cli(
     env: Mapping[str, str] | None = None,
     timeout_s: float = 60.0,
     stdin: bytes | None = None,
+    cwd: Path = REPO,
+    cwd_deleted: bool = False,
 ) -> Result:
-    """Run `python -m reconciler ARGS` without blocking the loop the fakes serve on."""
+    """Run `python -m reconciler ARGS` without blocking the loop the fakes serve on, in `cwd`;
+    `cwd_deleted`: the child removes that (empty) directory once it stands in it, before
+    Python starts, as a shell left in a directory deleted since runs it (give PYTHONPATH)."""
+    # `cwd_deleted`: a shell removes the directory it stands in, then becomes Python (no Python
+    # runs in a child forked from this threaded process, as a preexec_fn would).
+    shell = ("sh", "-c", 'rmdir "$PWD" && exec "$0" "$@"') if cwd_deleted else ()
     proc = await asyncio.create_subprocess_exec(
+        *shell,
         sys.executable,
         "-m",
         "reconciler",
@@ -265,7 +273,7 @@ async def run_cli(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=dict(env if env is not None else cli_env()),
-        cwd=REPO,
+        cwd=cwd,
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(stdin), timeout_s)

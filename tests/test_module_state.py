@@ -264,13 +264,13 @@ def _final(annotation: ast.expr | None) -> ast.expr | None:
 
 def _mutable_tables(tree: ast.Module) -> Iterator[tuple[int, str]]:
     """Module-level names bound to a list, set or dict (or holding one) without a declared
-    immutable type; `__all__` is the import system's, and its list is the convention."""
+    immutable type; `__all__` too: the import system takes any sequence, and a tuple it is."""
     for node in tree.body:
         if not isinstance(node, ast.Assign | ast.AnnAssign) or node.value is None:
             continue
         targets = node.targets if isinstance(node, ast.Assign) else [node.target]
         names = ", ".join(ast.unparse(t) for t in targets)
-        if names == "__all__" or _is_logger(node.value) or not any(_held(node.value)):
+        if _is_logger(node.value) or not any(_held(node.value)):
             continue
         declared = _final(node.annotation) if isinstance(node, ast.AnnAssign) else None
         if declared is None or not _immutable(declared, _aliases(tree)):

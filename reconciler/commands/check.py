@@ -18,6 +18,7 @@ from ..config import (
     JsonlSinkConfig,
     default_store_path,
 )
+from ..config.where import NoCurrentDirectory
 from ..exits import EX_CONFIG, EX_OK, EX_TEMPFAIL
 from ..json_text import iso_time
 from ..logs import say
@@ -76,9 +77,17 @@ def _check_store(config: Config) -> None:
     if problem is None:
         problem = store_refusal(path, this_user())
     if problem is not None:
-        if path == default_store_path(os.environ):
+        if path == _default_store_path():
             problem += " (the default store path: [store] path is not set)"
         raise ConfigError(config.file, "store.path", problem)
+
+
+def _default_store_path() -> Path | None:
+    # The config loaded, so a store outside the current directory: deleted since, it is not.
+    try:
+        return default_store_path(os.environ)
+    except NoCurrentDirectory:
+        return None
 
 
 def _check_sinks(config: Config) -> None:

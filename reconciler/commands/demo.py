@@ -33,6 +33,7 @@ from ..config import (
     Secret,
     default_store_path,
 )
+from ..config.where import NoCurrentDirectory, current_directory
 from ..daemon import Daemon
 from ..events import Event
 from ..exits import TempFailure, UsageError
@@ -241,7 +242,14 @@ def demo_store(given: Path | None) -> Path:
     """The demo's store: `--store`, else the default store path (as a config without `[store]
     path` has it). A demo starts it afresh; a file there that no demo made is no demo's to
     empty (a usage error, nothing touched), nor one another process has open."""
-    path = given if given is not None else default_store_path(os.environ)
+    try:
+        path = given if given is not None else default_store_path(os.environ)
+        if not path.is_absolute():
+            current_directory()  # the demo's files are made there
+    except NoCurrentDirectory:  # a traceback (exit 70) before
+        raise UsageError(
+            "the current directory cannot be named: give the demo --store /PATH"
+        ) from None
     if _there(path):
         if WriterLock(path).held():
             raise TempFailure(f"{path}: another reconciler process holds this store")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from .errors import ConfigError
 from .load import load_config
-from .loader import default_store_path
 from .schema import (
     AlertsConfig,
     ApiConfig,
@@ -31,8 +30,9 @@ from .schema import (
 )
 from .secret import MissingSecret, Secret
 from .values import is_loopback, parse_duration
+from .where import default_store_path
 
-__all__ = [
+__all__ = (
     "AlertsConfig",
     "ApiConfig",
     "CCNowConfig",
@@ -53,4 +53,4 @@ __all__ = [
     "is_loopback",
     "load_config",
     "parse_duration",
-]
+)

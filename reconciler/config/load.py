@@ -11,6 +11,7 @@ from .errors import ConfigError
 from .loader import Loader
 from .schema import Config
 from .toml_errors import toml_error
+from .where import GONE, NoCurrentDirectory, current_directory
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,6 +30,20 @@ def load_config(path: str | Path, *, secrets_optional: bool = False) -> Config:
     which raises the ConfigError it stands for if it is used after all. Every other key, and
     every secret that is given, is checked as always."""
     file = str(path)
+    # Relative paths in the file mean "next to the file", whatever the daemon's cwd is later;
+    # in a config read from a descriptor (`<(sops -d ...)`: /dev/fd/63; /dev/stdin), the
+    # current directory's. A named pipe is a file beside others. Known before it is read: a
+    # pipe is not read for nothing.
+    try:
+        here = Path(path) if Path(path).is_absolute() else current_directory() / path
+        base_dir = current_directory() if names_a_descriptor(here) else here.parent
+    except NoCurrentDirectory:
+        # A traceback (exit 70) before, from a shell left in a directory removed since.
+        if Path(path).is_absolute():
+            problem = f"a config read from a descriptor has its relative paths in {GONE}"
+        else:
+            problem = f"cannot read file: a path relative to {GONE}: give its absolute path"
+        raise ConfigError(file, "-", problem) from None
     try:
         text = read_bounded(Path(path), MAX_CONFIG_FILE_BYTES, pipes=True).decode("utf-8")
     except OSError as exc:
@@ -45,8 +60,4 @@ def load_config(path: str | Path, *, secrets_optional: bool = False) -> Config:
     except RecursionError:
         # tomllib recurses per level of nesting: `x = [[[[...]]]]` was a traceback (exit 70).
         raise ConfigError(file, "-", "invalid TOML: it nests too deep") from None
-    # Relative paths in the file mean "next to the file", whatever the daemon's cwd is later;
-    # in a config read from a descriptor (`<(sops -d ...)`: /dev/fd/63; /dev/stdin), the
-    # current directory's. A named pipe is a file beside others.
-    base_dir = Path.cwd() if names_a_descriptor(path) else Path(path).absolute().parent
     return Loader(file, base_dir, os.environ, secrets_optional=secrets_optional).config(data)

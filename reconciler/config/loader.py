@@ -37,6 +37,7 @@ from .secret import (
 from .sinks import SinkReader, secret_key
 from .table import KeyCensus, Table, control_problem, file_path
 from .values import may_be_one_address, parse_duration, parse_listen, type_name
+from .where import GONE, NoCurrentDirectory, default_store_path
 
 _A = TypeVar("_A")
 
@@ -154,7 +155,12 @@ class Loader:
             return file_path(self.base_dir, store, "path", look=not self.census)
         if self.census:
             return self.base_dir / "census"  # a stand-in, never opened: no cwd, no environment
-        return default_store_path(self.env)
+        try:
+            return default_store_path(self.env)
+        except NoCurrentDirectory:
+            # A traceback (exit 70) before: the default is no file that could be made.
+            problem = f"not set, and the default ./reconciler.db is in {GONE}: set [store] path"
+            raise ConfigError(self.file, "store.path", problem) from None
 
     def keep_events(self, store: Table | None) -> float:
         if store is None:
@@ -390,11 +396,3 @@ def _same_port(receiver: ReceiverConfig, api: ApiConfig) -> bool:
     return receiver.listen_port == api.listen_port and may_be_one_address(
         receiver.listen_host, api.listen_host
     )
-
-
-def default_store_path(env: Mapping[str, str]) -> Path:
-    """The store of a config without `[store] path` (and of `reconciler demo`):
-    $STATE_DIRECTORY/reconciler.db, else ./reconciler.db."""
-    # systemd's StateDirectory= may list several directories; the first is ours.
-    state = env.get("STATE_DIRECTORY", "").split(":")[0]
-    return Path(state or Path.cwd()) / "reconciler.db"

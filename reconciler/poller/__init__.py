@@ -23,7 +23,7 @@ from .health import (
     verdict,
 )
 
-__all__ = [
+__all__ = (
     "LOST_WAVE_MIN",
     "PARTS",
     "Part",
@@ -36,4 +36,4 @@ __all__ = [
     "next_health",
     "probe_verdict",
     "verdict",
-]
+)

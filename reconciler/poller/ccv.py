@@ -190,7 +190,8 @@ class CCVCoordinator(Coordinator[CCVSource]):
             for n, order_id in enumerate(unasked)
         ]
         if planned:
-            await self.store.orders.postpone(self.source, self.account, planned)
+            async with self.store.transaction():
+                await self.store.orders.postpone(self.source, self.account, planned)
 
     async def _after_checks(
         self, answers: PassAnswers, began: float

@@ -13,7 +13,7 @@ from .faults import Fault, FaultKind, parse_faults
 from .model import CCNOW_LIFECYCLE, CCV_LIFECYCLE, LIFECYCLES, Lifecycle
 from .options import History, SandboxOptions, SandboxStats, check_notification_url
 
-__all__ = [
+__all__ = (
     "CCNOW_LIFECYCLE",
     "CCNOW_PATH",
     "CCV_LIFECYCLE",
@@ -30,4 +30,4 @@ __all__ = [
     "check_notification_url",
     "parse_faults",
     "run_sandbox",
-]
+)

@@ -20,7 +20,7 @@ from .notification_request import (
 )
 from .receiver import DEBOUNCER, Receiver, build_app
 
-__all__ = [
+__all__ = (
     "CALL_TIMEOUT_S",
     "DEBOUNCER",
     "MAX_HINTS",
@@ -38,4 +38,4 @@ __all__ = [
     "health_document",
     "parse_notify_path",
     "read_ccnow_hints",
-]
+)

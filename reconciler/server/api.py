@@ -27,7 +27,7 @@ from .connections import ConnectionLimits
 from .http import EXPECT_SCREEN, Listener
 from .stopping import STOPPING, Stopping
 
-__all__ = [
+__all__ = (
     "API_LIMITS",
     "DEFAULT_FEED_LIMIT",
     "MAX_FEED_LIMIT",
@@ -37,7 +37,7 @@ __all__ = [
     "BadRequest",
     "Refresh",
     "build_api",
-]
+)
 
 log = logging.getLogger("reconciler.api")
 

@@ -17,7 +17,7 @@ from ..store.ordering import Key, held_key
 
 log = logging.getLogger("reconciler.outbox")
 
-__all__ = ["OutboxEvent"]  # the store owns the record; sinks receive it
+__all__ = ("OutboxEvent",)  # the store owns the record; sinks receive it
 
 
 @dataclass(frozen=True, slots=True)

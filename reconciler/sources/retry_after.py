@@ -15,7 +15,7 @@ import re
 from datetime import datetime, timezone
 from email.utils import format_datetime, parsedate_to_datetime
 
-__all__ = ["passed_retry_after", "read_retry_after"]
+__all__ = ("passed_retry_after", "read_retry_after")
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _MONTH = "(?P<month>" + "|".join(_MONTHS) + ")"

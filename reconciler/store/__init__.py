@@ -12,7 +12,7 @@ from .db import Store
 from .errors import StoreError, StoreFull, StoreLocked, WriterLockHeld, named_unusable
 from .files import WriterLock
 
-__all__ = [
+__all__ = (
     "Store",
     "StoreError",
     "StoreFull",
@@ -21,4 +21,4 @@ __all__ = [
     "WriterLockHeld",
     "after_commit",
     "named_unusable",
-]
+)

@@ -235,11 +235,6 @@ class Orders(OrderReads):
         self._drop_pages()
         return cur.rowcount
 
-    def forget_pages(self) -> None:
-        """Make every page stale: for rows written by statements of the caller's own (a test's
-        setting of a schedule), which no write here knows of."""
-        self._drop_pages()
-
     def _drop_pages(self, of: Owner | None = None) -> None:
         """Make every page stale (orders were added or deleted: track, untrack, retention), or
         those of one account `of` (source, account), the only ones holding its rows; inside a
@@ -278,16 +273,16 @@ class Orders(OrderReads):
     async def postpone(
         self, source: Source, account: str, planned: Sequence[tuple[str, float]]
     ) -> None:
-        """Move orders' next checks to the times given (order id, time), never earlier: checks
-        not made (a circuit breaker's pass left them unasked), so no answer and no failure."""
-        async with self._store.transaction():
-            await self._conn.executemany(
-                "UPDATE orders SET next_check_at = max(next_check_at, ?) "
-                "WHERE source = ? AND account = ? AND order_id = ? AND end_state = 0",
-                [(at, source, account, order_id) for order_id, at in planned],
-            )
-            # A pass holding a page of these rows would write their old next checks back.
-            self._drop_pages(of=(source, account))
+        """Move orders' next checks to the times given (order id, time), never earlier, inside
+        the caller's transaction: checks not made (a circuit breaker's pass left them unasked),
+        so no answer and no failure."""
+        await self._conn.executemany(
+            "UPDATE orders SET next_check_at = max(next_check_at, ?) "
+            "WHERE source = ? AND account = ? AND order_id = ? AND end_state = 0",
+            [(at, source, account, order_id) for order_id, at in planned],
+        )
+        # A pass holding a page of these rows would write their old next checks back.
+        self._drop_pages(of=(source, account))
 
     async def bring_due(
         self,

@@ -26,7 +26,7 @@ from reconciler.redact import (
     text_forms,
 )
 
-__all__ = ["HELD_SECRET", "SNIPPET_HELD", "answer_snippet", "masked_answer"]
+__all__ = ("HELD_SECRET", "SNIPPET_HELD", "answer_snippet", "masked_answer")
 
 
 # A JSON string in a JSON text: outside strings, no other token holds a `"`.

@@ -75,7 +75,7 @@ from reconciler.writes.failpoint import failpoint
 from reconciler.writes.in_flight import Cut, InFlight, Stopping
 from reconciler.writes.once import NotSent
 
-__all__ = [
+__all__ = (
     "ACTIONS",
     "MAX_NOTES",
     "MAX_TRACK_FIELD",
@@ -99,7 +99,7 @@ __all__ = [
     "outcome",
     "parse_amount",
     "sort_out",
-]
+)
 
 log = logging.getLogger("reconciler.writes.ccnow_actions")
 

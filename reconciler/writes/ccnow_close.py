@@ -42,7 +42,7 @@ from reconciler.writes.ccnow_send import Lost
 from reconciler.writes.ccnow_taken import Tally
 from reconciler.writes.in_flight import InFlight
 
-__all__ = ["Closing"]
+__all__ = ("Closing",)
 
 
 class Closing:

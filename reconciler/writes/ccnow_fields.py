@@ -11,7 +11,7 @@ from reconciler.sources.ccnow_answer import field_of
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_send import FIELD
 
-__all__ = ["carries", "names_own_field"]
+__all__ = ("carries", "names_own_field")
 
 # CCNow's field names that are not our attributes' (the others are: `tracknumber`).
 _ATTRIBUTE: Final[Mapping[str, str]] = {"orderid": "order_id"}

@@ -59,7 +59,7 @@ from reconciler.writes.ccnow_send import (
 from reconciler.writes.in_flight import Stopping
 from reconciler.writes.once import NotSent
 
-__all__ = ["Lost", "Posted", "Refused", "TurnedAway", "post_batch"]
+__all__ = ("Lost", "Posted", "Refused", "TurnedAway", "post_batch")
 
 # The blanks a line is trimmed of (ccnow_answer.SPACE), as bytes.
 _BLANK_ENDS = tuple(c.encode() for c in SPACE)

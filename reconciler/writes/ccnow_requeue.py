@@ -14,7 +14,7 @@ from reconciler.store.requeue import requeue_within
 from reconciler.writes.ccnow_outcome import RETRY_MAX_S, retry_delay
 from reconciler.writes.ccnow_taken import Tally
 
-__all__ = ["NAMED_AT_MOST", "hidden_reached", "naming", "not_before", "requeue"]
+__all__ = ("NAMED_AT_MOST", "hidden_reached", "naming", "not_before", "requeue")
 
 # The actions' logger: the line is logged under the name operators filter on.
 log = logging.getLogger("reconciler.writes.ccnow_actions")

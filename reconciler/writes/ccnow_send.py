@@ -31,7 +31,7 @@ from reconciler.sources.http import (
 from reconciler.writes.answer_masking import answer_snippet
 from reconciler.writes.once import BodyBroke, NotSent, Uncertain, send_once
 
-__all__ = [
+__all__ = (
     "FIELD",
     "NOT_RUN",
     "UNREADABLE_ANSWER",
@@ -42,7 +42,7 @@ __all__ = [
     "post_retrying",
     "refuses_a_field",
     "turned_away",
-]
+)
 
 # The actions' logger: a post's retries are logged under the name operators filter on.
 log = logging.getLogger("reconciler.writes.ccnow_actions")

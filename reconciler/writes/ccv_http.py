@@ -21,7 +21,7 @@ from reconciler.writes import once
 from reconciler.writes.answer_masking import HELD_SECRET, masked_answer
 from reconciler.writes.once import NotSent, Uncertain
 
-__all__ = [
+__all__ = (
     "HELD_SECRET",
     "MAX_ANSWER_BYTES",
     "Answer",
@@ -32,7 +32,7 @@ __all__ = [
     "masked_answer",
     "send_once",
     "sendable",
-]
+)
 
 MAX_ANSWER_BYTES = 1024 * 1024
 

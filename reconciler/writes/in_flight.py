@@ -24,7 +24,7 @@ from reconciler.sources.http import Stopping
 if TYPE_CHECKING:
     from reconciler.config import Config
 
-__all__ = [
+__all__ = (
     "WRITES_STOP_MAX_S",
     "Cut",
     "Halt",
@@ -32,7 +32,7 @@ __all__ = [
     "Stopping",
     "stop_bound",
     "writes_stop_s",
-]
+)
 
 log = logging.getLogger("reconciler.daemon")
 

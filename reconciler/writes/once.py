@@ -37,7 +37,7 @@ from reconciler.sources.http import (
 from reconciler.sources.retry_after import passed_retry_after
 from reconciler.writes.in_flight import Halt
 
-__all__ = [
+__all__ = (
     "AnswerTooLarge",
     "BodyBroke",
     "HeadUnread",
@@ -46,7 +46,7 @@ __all__ = [
     "UndecodableAnswer",
     "WriteAwareConnector",
     "send_once",
-]
+)
 
 
 class NotSent(Exception):

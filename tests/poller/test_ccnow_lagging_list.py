@@ -38,11 +38,10 @@ async def passes(rt: Runtime, rounds: int = 3) -> None:
 async def due_now(rt: Runtime, key: OrderKey) -> None:
     """Make the order's planned check due, as the time it was planned for coming would."""
     async with rt.store.transaction():
-        await rt.store.conn.execute(
-            "UPDATE orders SET next_check_at = 0 WHERE source = ? AND account = ? AND order_id = ?",
-            key,
+        # Asked at any time: the window of answers that keep it from coming due is empty.
+        await rt.store.orders.bring_due(
+            key.source, key.account, [key.order_id], time.time(), unless_asked_within=(1.0, 0.0)
         )
-    rt.store.orders.forget_pages()
 
 
 def queried(fake: FakeCCNow) -> int:

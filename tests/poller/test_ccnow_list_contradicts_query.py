@@ -161,10 +161,7 @@ async def test_an_order_before_pending_the_list_names_pending_is_asked_within_mi
     key = OrderKey("ccnow", "default", ORDER)
     async with coordinator.store.transaction():
         # Its interval grown long, as unchanged checks make it.
-        await coordinator.store.conn.execute(
-            "UPDATE orders SET next_check_at = ? WHERE order_id = ?", (clock.now + 6 * 3600, ORDER)
-        )
-    coordinator.store.orders.forget_pages()
+        await coordinator.store.orders.postpone("ccnow", "default", [(ORDER, clock.now + 6 * 3600)])
     min_interval = coordinator.config.schedule.min_interval_s
     before = queries(fake_ccnow)
     clock.now += min_interval - POLL_S

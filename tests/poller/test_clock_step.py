@@ -194,7 +194,8 @@ async def test_a_start_plans_nothing_again_that_the_planner_itself_may_set(
         )
     await planned(store, {"postponed": (30.0, NOW + 33.0)})
     postponed_at = NOW + config.poll_interval_s * 1.099
-    await store.orders.postpone("ccv", "a", [("postponed", postponed_at)])
+    async with store.transaction():
+        await store.orders.postpone("ccv", "a", [("postponed", postponed_at)])
 
     with caplog.at_level(logging.WARNING, logger="reconciler.poller"):
         await ClockSteps(store, "ccv", config).check(NOW)  # a start's first read

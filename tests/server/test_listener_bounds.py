@@ -25,7 +25,7 @@ from tests.server.conftest import FakeHub
 from tests.server.test_api import ORDER, TOKEN, Api, api, api_port, serve_api
 from tests.server.test_server import bounded_receiver
 
-__all__ = ["api"]  # the fixture, used by name
+__all__ = ("api",)  # the fixture, used by name
 
 AUTH = f"Authorization: Bearer {TOKEN}"
 TERABYTE = 10**12

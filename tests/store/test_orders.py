@@ -234,13 +234,18 @@ async def test_the_stuck_and_missing_marks_are_written_as_null_in_the_text_when_
 
 
 WRITES: dict[str, Callable[[Store], Awaitable[object]]] = {
-    "postpone": lambda s: s.orders.postpone("ccv", "b", [("B-1", 9000.0)]),
+    "postpone": lambda s: postpone(s),
     "forget_failures": lambda s: forget_failures(s),
     "shift_back": lambda s: shift_back(s, "ccv", "b", 1000.0, 100.0),
     "pull_ahead": lambda s: pull_ahead(
         s, "ccv", "b", 1000.0, longest_s=60.0, floor_s=1.0, retry_s=1.0, jitter=lambda: 0.0
     ),
 }
+
+
+async def postpone(store: Store) -> None:
+    async with store.transaction():
+        await store.orders.postpone("ccv", "b", [("B-1", 9000.0)])
 
 
 async def forget_failures(store: Store) -> None:

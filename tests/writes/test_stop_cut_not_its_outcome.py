@@ -25,7 +25,7 @@ from tests.writes.test_stop_cut_after_answer import _Said, handed_off, held, wri
 from tests.writes.test_stop_cut_answered import stop_cutting
 from tests.writes.test_stop_refuses_late_writes import CountedGates
 
-__all__ = ["held"]  # the fixture, shared
+__all__ = ("held",)  # the fixture, shared
 
 
 @contextlib.contextmanager
