@@ -6,10 +6,13 @@ the answers a batch at a time. A due tick beside it read the orders it had not w
 (a tracked order's first check, a restart's overdue ones) and asked them too: 14,588 requests
 for 10,000 orders just tracked, and the last tick's tail went on after every order had its
 answer (bench/idle.py counted 603 requests in its idle minute). So while a catch-up runs, a due
-tick asks only orders it will not: those asked since it began (its answer, due again) and those
-tracked since (a submit's, whose first check goes out within seconds; the catch-up may have read
-their page before them). The others wait for the catch-up, which asks them; those due again
-behind them in a tick's read wait with them, at most until it ends.
+tick asks only orders it will not: those asked since it began (its answer, due again), those
+whose check failed since (their retry: a failed check keeps the last answer's `asked_at`, but its
+backoff was planned after the catch-up began) and those tracked since (a submit's, whose first
+check goes out within seconds; the catch-up may have read their page before them). Notified
+orders go first as always (ccv_notified.py). The others wait for the catch-up, which asks them;
+those due again behind them in a tick's read (the earliest due first, `limit` of them) wait with
+them, at most until it ends.
 """
 
 from __future__ import annotations
@@ -57,5 +60,6 @@ class CatchUps:
             s
             for s in due
             if (s.asked_at is not None and s.asked_at >= wall)
+            or (s.failure_streak and s.next_check_at >= clock)
             or (s.tracked_at is not None and s.tracked_at >= clock)
         ]

@@ -6,6 +6,7 @@ tick begun during the start-up pass, after every order had its answer)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,10 +15,13 @@ import aiohttp
 import pytest
 
 from reconciler.config import load_config
+from reconciler.model import OrderKey
 from reconciler.poller.ccv import CCVCoordinator
+from reconciler.poller.coordinators import Coordinators
+from reconciler.reconcile import BATCH_ROWS, Reconciler
+from reconciler.sources.http import Gates
 from reconciler.store import Store
-from tests.fake_providers import CCV_KEY, FakeCCV
-from tests.poller.test_notification_health import account
+from tests.fake_providers import CCV_KEY, FakeCCV, Reply
 
 ORDERS = [f"5a1e0000-0000-4000-8000-{n:012d}" for n in range(1, 5)]  # fewer than `concurrency`
 HELD = ORDERS[1:]  # the first goes alone (the client's slow start) and is answered at once
@@ -26,6 +30,14 @@ LATE = "5a1e0000-0000-4000-8000-000000000099"
 
 @pytest.fixture
 async def ccv(tmp_path: Path, fake_ccv: FakeCCV) -> AsyncIterator[CCVCoordinator]:
+    async with coordinator(tmp_path, fake_ccv, BATCH_ROWS) as built:
+        yield built
+
+
+@contextlib.asynccontextmanager
+async def coordinator(
+    tmp_path: Path, fake_ccv: FakeCCV, batch_rows: int
+) -> AsyncIterator[CCVCoordinator]:
     path = tmp_path / "reconciler.toml"
     path.write_text(
         f'[store]\npath = "{tmp_path / "reconciler.db"}"\n\n'
@@ -36,7 +48,8 @@ async def ccv(tmp_path: Path, fake_ccv: FakeCCV) -> AsyncIterator[CCVCoordinator
     store = await Store.open(config.store_path, sinks=("log",))
     try:
         async with aiohttp.ClientSession() as session:
-            yield account(config, store, session, time.time)
+            reconciler = Reconciler(config, store, clock=time.time, batch_rows=batch_rows)
+            yield Coordinators.build(config, reconciler, session, Gates()).ccv["default"]
     finally:
         await store.close()
 
@@ -77,3 +90,37 @@ async def test_a_due_tick_leaves_the_orders_a_running_catch_up_asks_to_it(
     [named] = await ccv.tick_due()
     assert named.report.checked == 1
     assert len(fake_ccv.requests_for(HELD[0])) == 2
+
+
+async def test_a_failed_check_of_a_running_catch_up_is_retried_by_the_due_tick(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    """The catch-up asked it and CCV failed: the pass does not ask it again, so its retry (its
+    backoff run out while the pass still waits on others) is the due tick's, not the pass end's."""
+    first = ORDERS[0]
+    key = OrderKey("ccv", "default", first)
+    async with coordinator(tmp_path, fake_ccv, 1) as ccv:  # each answer written at once
+        store = ccv.store
+        fake_ccv.orders = dict.fromkeys(ORDERS, "New")
+        fake_ccv.replies[first] = Reply(500, "boom")
+        await store.orders.track("ccv", "default", [(i, None) for i in ORDERS], ccv.now())
+        fake_ccv.answer_late = lambda seen: seen.order_id in HELD
+        catch_up = asyncio.ensure_future(ccv.full_pass(via="catch-up"))
+        try:
+            await fake_ccv.wait_until(lambda: len(fake_ccv.requests) == len(ORDERS))
+            deadline = time.monotonic() + 30
+            while not (await store.orders.load([key]))[key].failure_streak:  # the 500 written
+                assert time.monotonic() < deadline, "the failed check was not written"
+                await asyncio.sleep(0.02)
+            del fake_ccv.replies[first]
+            async with store.transaction():  # its backoff run out
+                await store.orders.bring_due(
+                    "ccv", "default", [first], ccv.now(), unless_asked_within=(0.0, 0.0)
+                )
+            ticked = await ccv.tick_due()
+            assert [t.report.checked for t in ticked] == [1], "its retry waited for the pass"
+            assert [str(seen.order_id) for seen in fake_ccv.requests[len(ORDERS) :]] == [first]
+        finally:
+            fake_ccv.release.set()
+            await catch_up
+        assert (await store.orders.load([key]))[key].status == "New"
