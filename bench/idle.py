@@ -173,7 +173,12 @@ def main() -> int:
                 )
                 try:
                     startup_s = wait_started(proc, workdir / "reconciler.db", len(ids))
-                    print(f"start-up pass over {len(ids)} orders took about {startup_s:.0f}s")
+                    # One request per order: more, and a pass asked orders twice (bench/README).
+                    asked = sandbox_requests(base_url)
+                    print(
+                        f"start-up pass over {len(ids)} orders took about {startup_s:.0f}s "
+                        f"({asked} requests)"
+                    )
                     idle = watch(proc.pid, base_url, args.seconds)
                 finally:
                     proc.terminate()
