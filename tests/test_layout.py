@@ -5,16 +5,34 @@ from __future__ import annotations
 
 import ast
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
+
+import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "reconciler"
 
+Trees = Mapping[Path, ast.Module]
 
-def _classes() -> dict[str, list[str]]:
+
+@pytest.fixture(scope="module")
+def trees() -> Trees:
+    """Each module of the package parsed, in path order: once for the tests of this file, which
+    only read them (parsing the package again in each took a second or more of a loaded run)."""
+    return {path: ast.parse(path.read_text(), str(path)) for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+@pytest.fixture(scope="module")
+def imports(trees: Trees) -> dict[str, set[str]]:
+    """_package_imports, once for the tests of this file."""
+    return _package_imports(trees)
+
+
+def _classes(trees: Trees) -> dict[str, list[str]]:
     """Where each class name of the package is defined."""
     where: defaultdict[str, list[str]] = defaultdict(list)
-    for path in sorted(PACKAGE.rglob("*.py")):
-        for node in ast.parse(path.read_text(), str(path)).body:
+    for path, tree in trees.items():
+        for node in tree.body:
             if isinstance(node, ast.ClassDef):
                 where[node.name].append(str(path.relative_to(PACKAGE)))
     return where
@@ -54,24 +72,24 @@ def test_the_dispatcher_is_delivery_and_sinks_only_deliver() -> None:
     }
 
 
-def test_the_dispatcher_and_the_stores_outbox_rows_have_a_name_each() -> None:
-    classes = _classes()
+def test_the_dispatcher_and_the_stores_outbox_rows_have_a_name_each(trees: Trees) -> None:
+    classes = _classes(trees)
     assert "Outbox" not in classes
     assert classes["Delivery"] == ["delivery.py"]
     assert classes["OutboxRows"] == ["store/events.py"]
 
 
-def _package_imports() -> dict[str, set[str]]:
+def _package_imports(trees: Trees) -> dict[str, set[str]]:
     """Which of the package's subpackages and top-level modules each of them imports
     (TYPE_CHECKING ones too)."""
     packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
     nodes = packages | {p.stem for p in PACKAGE.glob("*.py")}
     edges: defaultdict[str, set[str]] = defaultdict(set)
-    for path in PACKAGE.rglob("*.py"):
+    for path, tree in trees.items():
         parts = path.relative_to(PACKAGE).parts
         here = parts[:-1]
         node_here = here[0] if here else path.stem
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom):
                 if node.level:
                     base = list(here[: len(here) - node.level + 1])
@@ -93,8 +111,10 @@ def _package_imports() -> dict[str, set[str]]:
     return edges
 
 
-def test_no_import_cycle_between_subpackages_and_top_level_modules() -> None:
-    edges = _package_imports()
+def test_no_import_cycle_between_subpackages_and_top_level_modules(
+    imports: dict[str, set[str]],
+) -> None:
+    edges = imports
 
     def reaches(start: str, goal: str, seen: set[str]) -> bool:
         for nxt in edges.get(start, ()):
@@ -105,13 +125,13 @@ def test_no_import_cycle_between_subpackages_and_top_level_modules() -> None:
     assert sorted(p for p in edges if reaches(p, p, {p})) == []
 
 
-def test_no_module_imports_another_modules_private_names() -> None:
+def test_no_module_imports_another_modules_private_names(trees: Trees) -> None:
     # ccnow_cut.py read ccnow_answer's `_DOCUMENTED`, `_is_page` and `_order_line`: a rename
     # or a change there, made as a private one, broke reading an answer's last line. What
     # another module needs is public where it lives.
     found = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for path, tree in trees.items():
+        for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and (
                 node.level or (node.module or "").startswith("reconciler")
             ):
@@ -121,8 +141,8 @@ def test_no_module_imports_another_modules_private_names() -> None:
     assert found == []
 
 
-def test_the_store_holds_sql_and_no_rules() -> None:
+def test_the_store_holds_sql_and_no_rules(imports: dict[str, set[str]]) -> None:
     # store/taken.py imported diff for rules of its own (whether a read contradicts an action,
     # the unconfirmed event and its id): the rules live beside diff.py, the store only reads.
     rules = {"diff", "schedule", "taken", "reconcile"}
-    assert sorted(_package_imports()["store"] & rules) == []
+    assert sorted(imports["store"] & rules) == []

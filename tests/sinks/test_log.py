@@ -104,7 +104,7 @@ async def test_a_severity_below_the_loggers_level_writes_nothing() -> None:
     assert results == [Delivered()] and stream.getvalue() == ""
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     events=st.lists(
         st.tuples(

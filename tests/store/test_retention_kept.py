@@ -6,17 +6,20 @@ It counted the newest one out: 1 where 2 dead letters were kept."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from reconciler.store import Store
 from reconciler.store.retention import PruneReport, prune
 from tests.store.test_retention import DAY, KEEP_S, NOW, WATCHED, _event
 
-_STATES = st.sampled_from([None, "pending", "delivered", "dead"])
+_STATE_LIST = [None, "pending", "delivered", "dead"]
+_STATES = st.sampled_from(_STATE_LIST)
+_EVERY_ROW = list(itertools.product([False, True], _STATE_LIST, _STATE_LIST))
 
 
 async def _prune(
@@ -60,11 +63,15 @@ def test_two_old_dead_letters_the_newest_one_of_them_are_two_kept(tmp_path: Path
     assert (report.events, report.kept) == (1, 2)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Each example opens a store: 20 draws, and every combination of age and states in one
+# example, cut into chunks of one and of five.
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rows=st.lists(st.tuples(st.booleans(), _STATES, _STATES), min_size=1, max_size=20),
     chunk=st.integers(1, 5),
 )
+@example(rows=_EVERY_ROW, chunk=1)
+@example(rows=_EVERY_ROW, chunk=5)
 def test_kept_counts_each_old_event_a_sink_has_not_confirmed(
     rows: list[tuple[bool, str | None, str | None]], chunk: int
 ) -> None:
