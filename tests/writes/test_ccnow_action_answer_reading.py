@@ -51,7 +51,7 @@ async def test_an_outage_s_words_naming_no_field_leave_the_command_queued(
     assert [state for _, state, _ in commands(tmp_path)] == ["queued"]
     assert action_events(tmp_path) == []
     # CCNow back: the same line sends it, and it takes.
-    make_due(tmp_path)
+    await make_due(tmp_path)
     again = await ccnow(cfg, action, A, *ARGS[action])
     assert again.code == 0, again.stdout + again.stderr
     assert [state for _, state, _ in commands(tmp_path)] == ["succeeded"]

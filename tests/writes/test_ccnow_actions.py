@@ -58,9 +58,15 @@ def query(tmp_path: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
         return conn.execute(sql, params).fetchall()
 
 
-def make_due(tmp_path: Path) -> None:
+async def make_due(tmp_path: Path) -> None:
     """Make the queued commands due now, as the time their next attempt waits for (30 s, a
-    Retry-After) having passed: the same line again sends only those due."""
+    Retry-After) having passed: the same line again sends only those due. Off the event loop:
+    a daemon run in this loop (`daemon_here`) may hold the writer's lock in a transaction that
+    needs the loop to end, and a wait on the loop itself held both until the timeout."""
+    await asyncio.to_thread(_make_due, tmp_path)
+
+
+def _make_due(tmp_path: Path) -> None:
     now, db = time.time() - 1, tmp_path / "reconciler.db"
     if not db.exists():
         return  # nothing recorded yet
@@ -187,7 +193,7 @@ async def test_a_post_ccnow_refuses_as_a_whole_leaves_the_command_queued_and_a_l
     assert [s for _, s, _ in commands(tmp_path)] == ["queued"]
     assert not [e for e in read_events(tmp_path) if e["type"].startswith("order.action")]
     fake_ccnow.always = None
-    make_due(tmp_path)
+    await make_due(tmp_path)
     again = await ccnow(cfg, "adjust", A, "--amount", "5")
     assert again.code == 0, again.stderr
     assert "(made before with this key)" in again.stdout
@@ -600,7 +606,7 @@ async def test_against_the_sandbox_a_dropped_answer_makes_an_adjust_uncertain(
         # Re-sent after the lost answer; the order's status shows the first post took.
         assert shipped.code == 75  # every post of it is dropped: still queued for later
         sandbox.set_faults("")
-        make_due(tmp_path)
+        await make_due(tmp_path)
         again = await ccnow(cfg, "ship", b, **env)
         assert again.code == 0, again.stdout
         assert "taken by an earlier attempt" in again.stdout

@@ -179,7 +179,7 @@ async def test_a_post_refused_for_ccnow_s_own_reasons_stays_queued(
     assert first.code == 75, first.stdout + first.stderr
     assert [state for _, state, _ in commands(tmp_path)] == ["queued"]
     assert of_type(tmp_path, "order.action_refused") == []
-    make_due(tmp_path)
+    await make_due(tmp_path)
     again = await ccnow(cfg, "adjust", A, "--amount", "5.00")
     assert again.code == 0, again.stdout + again.stderr
     assert [(o, a) for o, a, _ in fake_ccnow.actions] == [(A, "adjust")]
@@ -200,13 +200,13 @@ async def test_a_ship_found_done_by_its_order_status_puts_that_status_in_the_sna
     cfg = await tracked(tmp_path, fake_ccnow, A)
     for reply in before:
         fake_ccnow.script = [reply]
-        make_due(tmp_path)
+        await make_due(tmp_path)
         assert (await ccnow(cfg, "ship", A)).code == 75
     # Shipped in the backroom meanwhile; this post's answer does not say so for the order.
     answer = f"{A} error_message order not pending\n" if before else "message no_pending_orders\n"
     fake_ccnow.script = [Reply(200, answer), Reply(200, f"{A} completed\n")]
     fake_ccnow.orders[A] = "completed"
-    make_due(tmp_path)
+    await make_due(tmp_path)
     result = await ccnow(cfg, "ship", A)
     assert result.code == 0, result.stdout + result.stderr
     assert commands(tmp_path)[0][1] == "succeeded"

@@ -69,7 +69,7 @@ async def test_a_not_run_status_whose_body_never_began_leaves_the_discount_queue
     first = await ccnow(cfg, "adjust", A, "--amount", "1.00")
     assert first.code == 75, first.stdout + first.stderr
     assert commands(tmp_path) == [(A, "queued", f"http {raw[9:12].decode()}")]
-    make_due(tmp_path)
+    await make_due(tmp_path)
     again = await ccnow(cfg, "adjust", A, "--amount", "1.00")
     assert again.code == 0, again.stdout + again.stderr
     assert [(o, a) for o, a, _ in fake_ccnow.actions] == [(A, "adjust")]

@@ -6,6 +6,7 @@ recorded a second later was refused without asking CCNow. Each answer is sent by
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import time
@@ -22,8 +23,13 @@ PAST = (
 )
 
 
-def make_due(tmp_path: Path, action: str) -> None:
-    with contextlib.closing(sqlite3.connect(tmp_path / "reconciler.db")) as conn, conn:
+async def make_due(tmp_path: Path, action: str) -> None:
+    # Off the event loop, where a daemon of this process may need it to end its transaction.
+    await asyncio.to_thread(_make_due, tmp_path, action)
+
+
+def _make_due(tmp_path: Path, action: str) -> None:
+    with contextlib.closing(sqlite3.connect(tmp_path / "reconciler.db", timeout=60)) as conn, conn:
         conn.execute(
             "UPDATE commands SET next_attempt_at = ? WHERE action = ?", (time.time() - 1, action)
         )
@@ -39,7 +45,7 @@ async def test_a_discount_queued_behind_a_ship_is_refused_at_its_turn_as_when_re
     held = await ccnow(cfg, "adjust", A, "--amount", "9.00")
     assert held.code == 75, held.stdout + held.stderr
     assert "waits for #1 (ship) of its order" in held.stdout
-    make_due(tmp_path, "ship")
+    await make_due(tmp_path, "ship")
     turn = await ccnow(cfg, "ship", A)
     assert turn.code == 0, turn.stdout + turn.stderr
     # The ship's answer put the order past pending: the discount is not posted.
@@ -80,7 +86,7 @@ async def test_a_command_posted_before_is_sent_again_whatever_the_snapshot_says(
     assert (await call_cli("--config", cfg, "track", "ccnow", A)).code == 0
     assert (await call_cli("--config", cfg, "catch-up", "--source", "ccnow")).code == 0
     assert query(tmp_path, "SELECT state FROM commands") == [("queued",)]
-    make_due(tmp_path, "ship")
+    await make_due(tmp_path, "ship")
     turn = await ccnow(cfg, "ship", A)
     assert turn.code == 0, turn.stdout + turn.stderr
     assert commands(tmp_path) == [

@@ -34,7 +34,7 @@ async def lost_twice(tmp_path: Path, fake: FakeCCNow, *args: str) -> Path:
     first = await ccnow(cfg, *args)
     assert first.code == 75, first.stdout + first.stderr
     assert [state for _, state, _ in commands(tmp_path)] == ["queued"]
-    make_due(tmp_path)  # its next attempt's time come
+    await make_due(tmp_path)  # its next attempt's time come
     return cfg
 
 
@@ -100,7 +100,7 @@ async def test_a_ship_refused_after_a_lost_answer_stays_queued_when_its_status_i
     assert action_events(tmp_path) == []
     # The status answers again: the re-sent ship is refused as not pending, and found taken.
     fake_ccnow.always = None
-    make_due(tmp_path)
+    await make_due(tmp_path)
     last = await ccnow(cfg, "ship", A)
     assert last.code == 0, last.stdout + last.stderr
     assert commands(tmp_path) == [(A, "succeeded", "mark_shipped (taken by an earlier attempt)")]
@@ -210,7 +210,7 @@ async def test_a_200_too_large_to_read_may_have_been_run(
     assert first.code == 75, first.stdout + first.stderr
     assert commands(tmp_path) == [(A, "queued", "answer_too_large")]
     # The re-send, once due, is refused as not pending: the post CCNow answered took.
-    make_due(tmp_path)
+    await make_due(tmp_path)
     again = await ccnow(cfg, "ship", A)
     assert again.code == 0, again.stdout + again.stderr
     assert commands(tmp_path) == [(A, "succeeded", "mark_shipped (taken by an earlier attempt)")]

@@ -51,7 +51,7 @@ async def test_an_orders_own_line_saying_ccnow_is_down_refuses_nothing(
     assert first.code == 75, first.stdout + first.stderr
     assert commands(tmp_path) == [(A, "queued", words)]
     assert action_events(tmp_path) == []
-    make_due(tmp_path)
+    await make_due(tmp_path)
     again = await ccnow(cfg, action, A, *args)
     assert again.code == 0, again.stdout + again.stderr
     assert [state for _, state, _ in commands(tmp_path)] == ["succeeded"]

@@ -237,7 +237,7 @@ async def test_a_line_saying_ccnow_is_down_refuses_nothing_whatever_field_it_nam
         (o, "queued", words) for o in held
     ]
     assert [s for o, s, _ in commands(tmp_path) if o not in held] == ["succeeded"] * (2 - len(held))
-    make_due(tmp_path)
+    await make_due(tmp_path)
     again = await ccnow(cfg, action, A, B, *ARGS[action])
     assert again.code == 0, again.stdout + again.stderr
     assert [state for _, state, _ in commands(tmp_path)] == ["succeeded", "succeeded"]

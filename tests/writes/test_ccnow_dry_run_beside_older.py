@@ -62,7 +62,7 @@ async def test_a_dry_run_of_an_adjust_still_queued_shows_its_post_as_the_real_ru
     # The dry run found the command itself as the earlier discount: "refused without asking
     # CCNow: an earlier discount (#1) is queued", no post; the real run posted #1.
     cfg = await queued_adjust(tmp_path, fake_ccnow)
-    make_due(tmp_path)
+    await make_due(tmp_path)
     dry = await ccnow(cfg, "adjust", A, "--amount", "1.00", "--dry-run")
     assert dry.code == 0, dry.stdout + dry.stderr
     assert "left out" not in dry.stderr

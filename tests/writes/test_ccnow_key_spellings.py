@@ -207,7 +207,7 @@ async def test_a_line_naming_a_field_the_command_does_not_send_refuses_nothing(
     assert commands(tmp_path) == [(A, "queued", words)]
     assert action_events(tmp_path) == []
     # Sent again: CCNow takes it this time.
-    make_due(tmp_path)
+    await make_due(tmp_path)
     again = await ccnow(cfg, "add-tracking", A, *ARGS["add-tracking"])
     assert again.code == 0, again.stdout + again.stderr
     assert [(a, WORD["add-tracking"]) for a in [A]] == [(o, w) for o, w, _ in fake_ccnow.actions]

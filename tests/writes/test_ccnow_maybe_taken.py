@@ -88,7 +88,7 @@ async def test_a_ship_re_sent_after_lost_posts_and_refused_by_field_name_is_done
     assert fake_ccnow.orders[A] == "mark_shipped"
     # The re-send is refused as a whole, in a line naming the order's field.
     fake_ccnow.script = [Reply(200, f"error_message x_orderid_1 {A} is not pending\n")]
-    make_due(tmp_path)
+    await make_due(tmp_path)
     again = await ccnow(cfg, "ship", A)
     assert again.code == 0, again.stdout + again.stderr
     [(_, state, answer)] = commands(tmp_path)
@@ -183,7 +183,7 @@ async def test_an_adjust_turned_away_by_its_status_is_queued_and_sent_later(
     first = await ccnow(cfg, "adjust", A, "--amount", "5")
     assert first.code == 75, first.stdout + first.stderr
     assert [state for _, state, _ in commands(tmp_path)] == ["queued"]
-    make_due(tmp_path)
+    await make_due(tmp_path)
     again = await ccnow(cfg, "adjust", A, "--amount", "5")
     assert again.code == 0, again.stdout + again.stderr
     # Posted twice, taken once: the first post was turned away.

@@ -99,11 +99,11 @@ async def test_one_bad_command_neither_stalls_nor_ends_the_others_of_its_post(
     first = await ccnow(cfg, "ship", A, B)
     assert first.code == 75, first.stdout + first.stderr
     assert [state for _, state, _ in commands(tmp_path)] == ["queued", "queued"]
-    make_due(tmp_path)
+    await make_due(tmp_path)
     again = await ccnow(cfg, "ship", A, B)
     assert action_posts(fake_ccnow) == [[A, B], [A], [B]]  # each alone from then on
     assert [state for _, state, _ in commands(tmp_path)] == ["succeeded", "queued"], again.stderr
-    days_ago(tmp_path, "unsettled_since")
+    await days_ago(tmp_path, "unsettled_since")
     last = await ccnow(cfg, "ship", A, B)
     assert last.code == 75, last.stdout + last.stderr
     said = "error_message Tracking number already used (for a day)"
@@ -132,12 +132,12 @@ async def test_a_day_of_answers_naming_no_field_makes_a_command_uncertain_never_
     cfg = write_config(tmp_path, ccnow=fake_ccnow)
     fake_ccnow.always = Reply(200, words + "\n")
     for _ in range(2):
-        make_due(tmp_path)
+        await make_due(tmp_path)
         first = await ccnow(cfg, "adjust", A, "--amount", "9.00")
         assert first.code == 75, first.stdout + first.stderr
         assert commands(tmp_path) == [(A, "queued", words)]
     assert action_events(tmp_path) == []
-    days_ago(tmp_path, "unsettled_since")  # the day counts from the first such answer
+    await days_ago(tmp_path, "unsettled_since")  # the day counts from the first such answer
     last = await ccnow(cfg, "adjust", A, "--amount", "9.00")
     assert last.code == 75, last.stdout + last.stderr
     said = f"{words} (for a day)"
@@ -162,8 +162,8 @@ async def test_a_ship_whose_order_took_is_done_when_its_day_ends(
     fake_ccnow.actions_answer = ["error_message order is not pending"]
     assert (await ccnow(cfg, "ship", A)).code == 75
     asked = len(fake_ccnow.requests)
-    days_ago(tmp_path, "unsettled_since")
-    make_due(tmp_path)
+    await days_ago(tmp_path, "unsettled_since")
+    await make_due(tmp_path)
     result = await ccnow(cfg, "ship", A)
     assert result.code == 0, result.stdout + result.stderr
     assert commands(tmp_path) == [(A, "succeeded", "mark_shipped (the order's status)")]
@@ -182,11 +182,11 @@ async def test_a_maintenance_or_a_stop_of_more_than_a_day_does_not_end_a_command
     assert (await ccnow(cfg, "adjust", A, "--amount", "9.00")).code == 75
     if gap == "maintenance":
         fake_ccnow.script = [MAINTENANCE]
-        make_due(tmp_path)
+        await make_due(tmp_path)
         assert (await ccnow(cfg, "adjust", A, "--amount", "9.00")).code == 75
     else:
-        days_ago(tmp_path, "next_attempt_at")  # due a day ago: nothing sent it since
-    days_ago(tmp_path, "unsettled_since")  # the clock the rule reads, were it still running
+        await days_ago(tmp_path, "next_attempt_at")  # due a day ago: nothing sent it since
+    await days_ago(tmp_path, "unsettled_since")  # the clock the rule reads, were it still running
     fake_ccnow.script = [Reply(200, words + "\n")]
     assert (await ccnow(cfg, "adjust", A, "--amount", "9.00")).code == 75
     assert commands(tmp_path) == [(A, "queued", words)]
@@ -321,6 +321,6 @@ async def test_a_refusal_cut_inside_a_field_name_refuses_no_other_command(
     assert of_type(tmp_path, "order.action_refused") == []
     assert fake_ccnow.orders == {i: "pending" for i in ids}
     # The next run sends them: CCNow takes each.
-    make_due(tmp_path)
+    await make_due(tmp_path)
     assert (await ccnow(cfg, "ship", *ids)).code == 0
     assert {state for _, state, _ in commands(tmp_path)} == {"succeeded"}

@@ -26,10 +26,10 @@ async def ship_and_adjust_uncertain(tmp_path: Path, fake: FakeCCNow, extra: str 
     cfg = write_config(tmp_path, ccnow=fake, extra=extra)
     fake.script = [DOWN]
     assert (await ship(cfg)).code == 75
-    days_ago(tmp_path, "created_at")
+    await days_ago(tmp_path, "created_at")
     fake.replies_for[A] = NO_LINE
     assert (await ship(cfg)).code == 75
-    days_ago(tmp_path, "unsettled_since")
+    await days_ago(tmp_path, "unsettled_since")
     assert (await ship(cfg)).code == 75
     fake.script = [cut_off(f"{A} pend")]
     adjust = await call_cli("--config", cfg, "ccnow", "adjust", A, "--amount", "7.25")

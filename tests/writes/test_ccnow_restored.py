@@ -41,7 +41,7 @@ async def test_a_discount_queued_at_the_backup_and_applied_since_is_not_sent_aga
     assert (await ccnow(cfg, "adjust", A, "--amount", "2.00")).code == 75
     await backup_store(db, backup)
     fake_ccnow.always = None
-    make_due(tmp_path)
+    await make_due(tmp_path)
     applied = await ccnow(cfg, "adjust", A, "--amount", "2.00")
     assert applied.code == 0, applied.stderr
     assert [(o, a) for o, a, _ in fake_ccnow.actions] == [(A, "adjust")]
@@ -78,12 +78,12 @@ async def test_a_ship_queued_at_the_backup_and_taken_since_is_found_taken(
     assert (await ccnow(cfg, "ship", A)).code == 75
     await backup_store(db, backup)
     fake_ccnow.always = None
-    make_due(tmp_path)
+    await make_due(tmp_path)
     assert (await ccnow(cfg, "ship", A)).code == 0
     restore_store(backup, db)
 
     # CCNow refuses it now (the order shipped): that is no word that it never took it.
-    make_due(tmp_path)  # the backup's wait for its next attempt over
+    await make_due(tmp_path)  # the backup's wait for its next attempt over
     again = await ccnow(cfg, "ship", A)
     assert again.code == 0, again.stderr
     assert commands(tmp_path) == [(A, "succeeded", "mark_shipped (taken by an earlier attempt)")]

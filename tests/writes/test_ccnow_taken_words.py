@@ -43,7 +43,7 @@ async def test_a_ship_is_taken_by_an_earlier_attempt_only_after_one_that_may_hav
         env = {"RECONCILER_CCNOW_PASSWORD": "sandbox"}
         for fault in faults:
             sandbox.set_faults(fault)
-            make_due(tmp_path)
+            await make_due(tmp_path)
             queued = await ccnow(cfg, "ship", order, **env)
             assert queued.code == 75, queued.stdout + queued.stderr
             assert [state for _, state, _ in commands(tmp_path)] == ["queued"]
@@ -51,7 +51,7 @@ async def test_a_ship_is_taken_by_an_earlier_attempt_only_after_one_that_may_hav
         sandbox.set_faults("")
         if faults == ["maintenance:ccnow"]:
             sandbox.set_status("ccnow", order, "completed")
-        make_due(tmp_path)
+        await make_due(tmp_path)
         again = await ccnow(cfg, "ship", order, **env)
         assert again.code == 0, again.stdout + again.stderr
         [(_, state, answer)] = commands(tmp_path)

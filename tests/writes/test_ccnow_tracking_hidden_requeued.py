@@ -51,12 +51,12 @@ async def test_an_upload_queued_behind_a_hiding_503_asking_long_is_uncertain_nex
     assert first.code == 75, first.stdout + first.stderr
     assert [(o, a) for o, a, _ in fake.actions] == [(A, "track")]  # CCNow has it
     assert reached(tmp_path) == [("queued", True)]
-    make_due(tmp_path)
+    await make_due(tmp_path)
     again = await ccnow(cfg, *TRACK)
     assert again.code == 75, again.stdout + again.stderr
     assert commands(tmp_path) == [(A, "uncertain", f"error_message order not pending ({MAYBE})")]
     assert uploads(fake) == 2  # the first post and the next, never a third
-    make_due(tmp_path)
+    await make_due(tmp_path)
     assert (await ccnow(cfg, *TRACK)).code == 75
     assert uploads(fake) == 2
 
@@ -73,7 +73,7 @@ async def test_an_upload_whose_retries_all_met_hiding_503s_is_uncertain_next_run
     first = await ccnow(cfg, *TRACK)
     assert first.code == 75, first.stdout + first.stderr
     assert reached(tmp_path) == [("queued", True)]
-    make_due(tmp_path)
+    await make_due(tmp_path)
     again = await ccnow(cfg, *TRACK)
     assert again.code == 75, again.stdout + again.stderr
     assert commands(tmp_path) == [(A, "uncertain", f"error_message order not pending ({MAYBE})")]
@@ -91,7 +91,7 @@ async def test_an_upload_queued_behind_a_hiding_503_is_not_refused_at_its_turn(
     assert (await ccnow(cfg, *TRACK)).code == 75
     assert fake.orders[A] == "mark_shipped"
     assert (await call_cli("--config", cfg, "catch-up", "--source", "ccnow")).code == 0
-    make_due(tmp_path)
+    await make_due(tmp_path)
     again = await ccnow(cfg, *TRACK)
     assert again.code == 75, again.stdout + again.stderr
     assert commands(tmp_path) == [(A, "uncertain", f"error_message order not pending ({MAYBE})")]
@@ -129,7 +129,7 @@ async def test_an_upload_refused_by_its_own_field_after_an_earlier_post_is_refus
     cfg = write_config(tmp_path, ccnow=fake_ccnow)
     assert (await ccnow(cfg, *TRACK)).code == 75
     assert reached(tmp_path) == [("queued", True)]
-    make_due(tmp_path)
+    await make_due(tmp_path)
     result = await ccnow(cfg, *TRACK)
     assert result.code == 65, result.stdout + result.stderr
     assert query(tmp_path, "SELECT state FROM commands") == [("refused",)]
@@ -144,7 +144,7 @@ async def test_an_upload_turned_away_by_a_429_asking_long_is_refused_next_run(
     cfg = write_config(tmp_path, ccnow=fake_ccnow)
     assert (await ccnow(cfg, *TRACK)).code == 75
     assert reached(tmp_path) == [("queued", False)]
-    make_due(tmp_path)
+    await make_due(tmp_path)
     result = await ccnow(cfg, *TRACK)
     assert result.code == 65, result.stdout + result.stderr
     assert commands(tmp_path) == [(A, "refused", "error_message order not pending")]
@@ -159,6 +159,6 @@ async def test_a_ship_queued_behind_a_hiding_503_asking_long_keeps_nothing(
     cfg = write_config(tmp_path, ccnow=fake_ccnow)
     assert (await ccnow(cfg, "ship", A, *ARGS["ship"])).code == 75
     assert reached(tmp_path) == [("queued", False)]
-    make_due(tmp_path)
+    await make_due(tmp_path)
     assert (await ccnow(cfg, "ship", A, *ARGS["ship"])).code == 0
     assert query(tmp_path, "SELECT state FROM commands") == [("succeeded",)]

@@ -88,7 +88,7 @@ async def test_a_tracking_upload_a_retry_finds_refused_is_uncertain_and_never_po
     types = [e["type"] for e in read_events(tmp_path) if e["type"].startswith("order.action_")]
     assert types == ["order.action_uncertain"]
     # Neither the same line again nor a later run uploads it once more.
-    make_due(tmp_path)
+    await make_due(tmp_path)
     again = await ccnow(cfg, *args)
     assert again.code == 75, again.stdout + again.stderr
     assert uploads(fake) == 2

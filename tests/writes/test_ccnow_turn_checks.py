@@ -40,7 +40,7 @@ async def test_one_turned_away_before_is_refused_at_its_turn_once_its_order_ship
     assert (await call_cli("--config", cfg, "track", "ccnow", A)).code == 0
     assert (await call_cli("--config", cfg, "catch-up", "--source", "ccnow")).code == 0
     asked = len(fake_ccnow.requests)
-    make_due(tmp_path, WORD[action])
+    await make_due(tmp_path, WORD[action])
     turn = await ccnow(cfg, action, A, *ARGS[action])
     assert turn.code == 65, turn.stdout + turn.stderr
     assert commands(tmp_path) == [(A, "refused", PAST)]
@@ -112,7 +112,7 @@ async def test_the_dry_run_leaves_out_a_queued_command_refused_at_its_turn(
     # The ship is settled (by a person: `resolve`), the discount, never posted, due.
     with contextlib.closing(sqlite3.connect(tmp_path / "reconciler.db")) as conn, conn:
         conn.execute("UPDATE commands SET state = 'sent', closed_at = 1 WHERE action = 'ship'")
-    make_due(tmp_path, "adjust")
+    await make_due(tmp_path, "adjust")
     asked = len(fake_ccnow.requests)
     dry = await ccnow(cfg, "adjust", A, "--amount", "9.00", "--dry-run")
     assert dry.code == 65, dry.stdout + dry.stderr

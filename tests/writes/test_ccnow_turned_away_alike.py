@@ -47,7 +47,7 @@ async def test_a_not_run_status_whose_body_never_began_is_no_earlier_attempt_of_
     fake_ccnow.script = [Raw(raw=raw), NOT_PENDING]
     cfg = write_config(tmp_path, ccnow=fake_ccnow)
     for _ in range(2):  # a 401 or 404 leaves it queued for the next run, which posts it
-        make_due(tmp_path)
+        await make_due(tmp_path)
         result = await ccnow(cfg, *TRACK)
         if commands(tmp_path)[0][1] != "queued":
             break
@@ -100,7 +100,7 @@ async def test_an_upload_whose_tls_handshake_never_ended_was_not_sent(
     assert result.code == 75, result.stdout + result.stderr
     assert commands(tmp_path) == [(A, "queued", "connect timeout")]
     cfg.write_text(text)
-    make_due(tmp_path)
+    await make_due(tmp_path)
     again = await ccnow(cfg, *TRACK)
     assert again.code == 65, again.stdout + again.stderr
     assert commands(tmp_path) == [(A, "refused", "error_message order not pending")]

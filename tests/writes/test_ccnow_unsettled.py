@@ -7,6 +7,7 @@ answers so."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from pathlib import Path
@@ -98,7 +99,7 @@ async def test_a_tracking_upload_the_answer_does_not_settle_is_queued_and_sent_a
     assert action_events(tmp_path) == []  # not refused: CCNow took it
     fake_ccnow.omit, fake_ccnow.extra_lines = set(), []
     # The same line again sends the queued command once it is due.
-    make_due(tmp_path)
+    await make_due(tmp_path)
     again = await ccnow(cfg, "add-tracking", A, *ARGS["add-tracking"])
     assert again.code == 0, again.stdout + again.stderr
     [(_, state, _)] = commands(tmp_path)
@@ -108,11 +109,16 @@ async def test_a_tracking_upload_the_answer_does_not_settle_is_queued_and_sent_a
     assert action_events(tmp_path) == [("order.action_succeeded", "track")]
 
 
-def days_ago(tmp_path: Path, column: str) -> None:
-    """Move a command's time back a day (what the daemon would see a day later)."""
-    with contextlib.closing(sqlite3.connect(tmp_path / "reconciler.db")) as conn, conn:
+async def days_ago(tmp_path: Path, column: str) -> None:
+    """Move a command's time back a day (what the daemon would see a day later); off the event
+    loop, where a daemon of this process may need it to end its transaction."""
+    await asyncio.to_thread(_days_ago, tmp_path, column)
+    await make_due(tmp_path)  # a day later, its next attempt is due
+
+
+def _days_ago(tmp_path: Path, column: str) -> None:
+    with contextlib.closing(sqlite3.connect(tmp_path / "reconciler.db", timeout=60)) as conn, conn:
         conn.execute(f"UPDATE commands SET {column} = {column} - ?", (UNSETTLED_FOR_S,))
-    make_due(tmp_path)  # a day later, its next attempt is due
 
 
 @pytest.mark.parametrize("action", ["ship", "add-tracking"])
@@ -126,13 +132,13 @@ async def test_an_action_never_settled_is_uncertain_a_day_after_the_first_such_a
     # First queued through a maintenance of more than a day: no answer about the order yet.
     fake_ccnow.script = [Reply(200, "error_message system down for maintenance\n")]
     assert (await ccnow(cfg, action, A, *ARGS[action])).code == 75
-    days_ago(tmp_path, "created_at")
+    await days_ago(tmp_path, "created_at")
     fake_ccnow.replies_for[A] = Reply(200, "message no_pending_orders\n", "text/plain")
     for _ in range(3):
-        make_due(tmp_path)
+        await make_due(tmp_path)
         assert (await ccnow(cfg, action, A, *ARGS[action])).code == 75
         assert commands(tmp_path)[0][1] == "queued"  # the day counts from the first answer
-    days_ago(tmp_path, "unsettled_since")
+    await days_ago(tmp_path, "unsettled_since")
     last = await ccnow(cfg, action, A, *ARGS[action])
     assert last.code == 75, last.stdout + last.stderr
     said = "no single answer line for this order (for a day)"

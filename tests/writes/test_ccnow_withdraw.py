@@ -86,7 +86,7 @@ async def test_queued_actions_are_withdrawn_by_hand_and_by_untrack(
 
     # CCNow back: what is due is sent, and none of them is.
     fake_ccnow.always = None
-    make_due(tmp_path)
+    await make_due(tmp_path)
     other = await call_cli("--config", cfg, "ccnow", "ship", B)
     assert other.code == 0, other.stdout + other.stderr
     assert [(o, a) for o, a, _ in fake_ccnow.actions] == [(B, "ship")]
@@ -192,10 +192,10 @@ async def test_a_repeated_not_sent_withdraws_nothing_it_did_not_name(
     cfg = write_config(tmp_path, ccnow=fake_ccnow)
     fake_ccnow.script = [DOWN]
     assert (await ship(cfg)).code == 75
-    days_ago(tmp_path, "created_at")
+    await days_ago(tmp_path, "created_at")
     fake_ccnow.replies_for[A] = NO_LINE
     assert (await ship(cfg)).code == 75
-    days_ago(tmp_path, "unsettled_since")
+    await days_ago(tmp_path, "unsettled_since")
     assert (await ship(cfg)).code == 75
     fake_ccnow.script = [DOWN, DOWN, DOWN]
     assert (await call_cli("--config", cfg, "ccnow", "cancel", A)).code == 75

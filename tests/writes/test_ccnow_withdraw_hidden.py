@@ -31,7 +31,7 @@ async def test_a_ship_turned_away_then_hidden_by_a_proxy_503_is_withdrawn_as_may
     cfg = write_config(tmp_path, ccnow=fake_ccnow)
     assert (await ccnow(cfg, "ship", A, *ARGS["ship"])).code == 75
     assert query(tmp_path, "SELECT turned_away FROM commands") == [("HTTP 429",)]
-    make_due(tmp_path)
+    await make_due(tmp_path)
     fake_ccnow.script = [Reply(503, VARNISH, content_type="text/html", headers=LONG)]
     assert (await ccnow(cfg, "ship", A, *ARGS["ship"])).code == 75
     # Queued again, keeping no `maybe_reached_at`: a ship sent again is settled by its status.

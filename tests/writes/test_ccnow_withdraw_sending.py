@@ -77,7 +77,7 @@ async def test_untrack_during_a_post_answered_down_withdraws_it(
         assert (data["withdrawn"], data["maybe_reached"]) == (True, False), data
 
         fake_ccnow.always = None
-        make_due(tmp_path)
+        await make_due(tmp_path)
         status, body = await post(f"{api}/ccnow/actions", {"order_id": A, "action": "ship"})
         assert (status, body["state"]) == (202, "done"), body
     assert [(o, a) for o, a, _ in fake_ccnow.actions] == [(A, "ship")]
@@ -106,7 +106,7 @@ async def test_untrack_settles_what_a_killed_process_left_sending(
     assert '"withdrawn":[1]' in untracked.stderr, untracked.stderr
 
     fake_ccnow.always = None
-    make_due(tmp_path)
+    await make_due(tmp_path)
     other = await call_cli("--config", cfg, "ccnow", "ship", B)
     assert other.code == 0, other.stdout + other.stderr
     assert [(o, a) for o, a, _ in fake_ccnow.actions] == [(B, "ship")]
@@ -167,7 +167,7 @@ async def test_resolve_names_and_withdraws_the_one_being_sent(
         assert (await second)[1]["state"] == "queued"  # answered before the word
         assert [s[1] for s in states(tmp_path)] == ["refused", "refused"]
         fake_ccnow.always = None
-        make_due(tmp_path)
+        await make_due(tmp_path)
         status, body = await post(f"{api}/ccnow/actions", {**ship, "idempotency_key": "k3"})
         assert (status, body["state"]) == (202, "done"), body
     assert [(o, a) for o, a, _ in fake_ccnow.actions] == [(B, "ship")]
