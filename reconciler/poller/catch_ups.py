@@ -11,8 +11,10 @@ whose check failed since (their retry: a failed check keeps the last answer's `a
 backoff was planned after the catch-up began) and those tracked since (a submit's, whose first
 check goes out within seconds; the catch-up may have read their page before them). Notified
 orders go first as always (ccv_notified.py). The others wait for the catch-up, which asks them;
-those due again behind them in a tick's read (the earliest due first, `limit` of them) wait with
-them, at most until it ends.
+those a tick would ask behind them in its read (the earliest due first, `limit` of them) wait
+with them, at most until it ends: more of the catch-up's overdue orders than a tick reads, and a
+tick asks none. One still failing from before it whose retry falls due meanwhile may be asked
+twice (no failure's time is kept to tell it from one failed since).
 """
 
 from __future__ import annotations

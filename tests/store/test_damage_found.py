@@ -40,7 +40,7 @@ def damage_pages(db: Path, where: str = "name = 'orders'") -> None:
     the pages `where` picks from dbstat (the orders table's) as the probe did (`0d ff ff ...`,
     a leaf page header that points past the page)."""
     # The daemon may be writing (an outbox row marked delivered): the checkpoint waits for it,
-    # as long as a loaded machine may need.
+    # as long as a loaded machine may need (from a thread, when the daemon runs in this loop).
     with contextlib.closing(sqlite3.connect(db, timeout=60)) as conn:
         busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         assert busy == 0
@@ -119,7 +119,8 @@ async def test_a_damaged_page_the_api_reads_stops_the_daemon_with_74(
         await poll_until(lambda: here.task.done() or "daemon.ready" in log.read_text(), 60, "ready")
         assert not here.task.done(), log.read_text()
         await poll_until(lambda: read_events(tmp_path), 60, "the start-up check")
-        damage_pages(db, pages)
+        # Off the loop: the checkpoint waits for the daemon's transaction, which needs the loop.
+        await asyncio.to_thread(damage_pages, db, pages)
         async with http.get(
             f"http://127.0.0.1:{api_port}{path}",
             headers={"Authorization": f"Bearer {TOKEN}"},

@@ -21,7 +21,8 @@ async def test_a_damaged_index_a_job_reads_stops_the_daemon_with_74(
     db, log = tmp_path / "reconciler.db", tmp_path / "daemon.log"
     async with daemon_here(cfg, ticks=Ticks(actions_s=0.2)) as running:
         await poll_until(lambda: log.exists() and "daemon.ready" in log.read_text(), 20, "ready")
-        damage_pages(db, "name = 'commands_open'")
+        # Off the loop: the checkpoint waits for the daemon's transaction, which needs the loop.
+        await asyncio.to_thread(damage_pages, db, "name = 'commands_open'")
         assert await asyncio.wait_for(running.wait(), 20) == 74, log.read_text()
     text = log.read_text()
     failing = [json.loads(line) for line in text.splitlines() if '"store.failing"' in line]
