@@ -30,9 +30,19 @@ def secret_at(body: object, forms: SecretForms | None, at: str = "$") -> str | N
     of its object and ` (a key)`: the path is built of keys found to hold none."""
     # One search over all its strings first (apart, by a character no secret holds): a body
     # of many thousand strings costs one scan in C, not one search each; only one holding a
-    # secret is walked again for where.
+    # secret is walked again for where. The joined search may say yes where no string alone
+    # would (a start of one cut short at the end of a string that is not the last): the walk
+    # decides, and such a body is passed.
     if forms is None or not holds_secret("\x00".join(_strings(body)), forms):
         return None
+    where = _where(body, forms, at)
+    # Keys that each hold none may spell one once joined by dots (`ab12` and `cd34ef` under a
+    # secret `ab12.cd34ef`): the path is printed and passed back, so it names no key then.
+    return where if where is None or not holds_secret(where, forms) else f"{at} (a key's path)"
+
+
+def _where(body: object, forms: SecretForms, at: str) -> str | None:
+    """`secret_at`'s walk: the path of the first string holding a secret, depth first."""
     stack: list[tuple[object, str]] = [(body, at)]
     while stack:
         node, where = stack.pop()

@@ -64,6 +64,9 @@ def test_the_path_of_the_first_string_holding_a_secret_is_named() -> None:
     assert secret_at({"a": CCV_KEY.upper()}, forms) == "$.a"  # in any case, as for CCNow
     assert secret_at({"a": 12345678}, given_secrets(["12345678"])) is None  # strings only
     assert secret_at({"a": CCV_KEY}, None) is None
+    # Keys holding no secret each may spell one joined by the path's dots: the path is printed.
+    dotted = given_secrets(["ab12.cd34ef"])
+    assert secret_at({"ab12": {"cd34ef": "x ab12.cd34ef"}}, dotted) == "$ (a key's path)"
 
 
 @pytest.mark.parametrize(
