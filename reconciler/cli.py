@@ -18,6 +18,7 @@ from .config import Config, ConfigError, load_config
 from .config.where import config_path
 from .eventloop import EventLoopError
 from .exits import (
+    CCNOW_ACTION_EXITS,
     EX_CONFIG,
     EX_DATAERR,
     EX_INTERRUPTED,
@@ -175,7 +176,7 @@ def _parser() -> argparse.ArgumentParser:
         ("add-tracking", "upload shipment tracking (--carrier, --number) for pending orders"),
         ("adjust", "give pending orders a discount (--amount USD; refunded once completed)"),
     ):
-        a = ws.add_parser(name, parents=[common], help=what)
+        a = ws.add_parser(name, parents=[common], help=what, epilog=CCNOW_ACTION_EXITS)
         a.add_argument("ids", nargs="*", metavar="ID")
         a.add_argument("--notes", metavar="T", help="shown to the consumer (x_notes_N)")
         a.add_argument("--carrier", metavar="C", help="tracking service (x_trackname_N)")

@@ -15,6 +15,15 @@ EX_CONFIG = 78
 EX_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 EX_TERMINATED = 143  # 128 + SIGTERM (the console script then ends by the signal itself)
 
+# A `ccnow` action line's codes, as its --help says them: one refused wins over the rest.
+CCNOW_ACTION_EXITS = (
+    "exit: 0 every command done; 65 bad input, or one refused (also when others are queued, "
+    "sending or uncertain: a person must look; stderr says which are left to do); 75 none "
+    "refused, one queued (sent by the daemon or the next ccnow line), sending or uncertain "
+    "(ccnow resolve), or the store is held by a process without [api]; 78 the daemon "
+    "refused this config's [api] token"
+)
+
 
 class Terminated(Exception):
     """SIGTERM ended a command, as Ctrl-C does (eventloop.ended_by_sigterm)."""

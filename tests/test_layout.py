@@ -41,11 +41,12 @@ def _classes(trees: Trees) -> dict[str, list[str]]:
 # DESIGN's rooms at the top, and the small utilities every room uses. metrics.py stays here:
 # the pass (reconcile.py, passes/) records into it and server/ imports the poller, so in server/
 # it would close an import cycle; notify.py is shared by server/ and writes/ for the same reason,
-# terminal.py by commands/ and writes/.
+# terminal.py by commands/ and writes/, key_fold.py by sources/, server/ and writes/.
 ROOT_MODULES = {
     *("__init__", "__main__", "cli", "stdio", "daemon", "scheduler", "systemd", "runtime"),
     *("model", "diff", "schedule", "reconcile", "delivery", "metrics"),
     *("events", "logs", "json_text", "strict_json", "redact", "secret_encodings", "exits"),
+    "key_fold",
     *("eventloop", "notify", "order_view", "terminal", "paths", "taken"),
 }
 

@@ -5,7 +5,10 @@ resolve) go to the daemon through its `[api]`, and without one the command says 
 when it is stopped. Each order's command is recorded, then sent with any queued
 command that is due; one line per order on stdout, one summary line on stderr. Exit 0 when
 every command is done, 65 when one is refused (bad input, or CCNow said no), 75 when one is
-still queued or uncertain.
+still queued, sending or uncertain. Refused wins over the rest (`exit_code`): a person must look
+at it, and running the line again only reports it refused again; the others are durable (sent
+by the daemon or the next line, settled by `ccnow resolve`), and a run exiting 65 says on
+stderr which of them are left to do.
 """
 
 from __future__ import annotations
@@ -238,6 +241,9 @@ def _finish(account: str, action: str, results: Sequence[dict[str, Any]], sent: 
     # Under journald: an error line when one was refused, a warning when some wait, else info.
     level = {EX_DATAERR: logging.ERROR, EX_TEMPFAIL: logging.WARNING}.get(code, logging.INFO)
     say(f"reconciler: ccnow {action}: {tally.line()}", level)
+    if code == EX_DATAERR and (left := tally.left_to_do()):
+        left += "; exit 65 is for the refused"  # a script taking 65 as final would miss them
+        say(f"reconciler: warning: ccnow {action}: {left}", logging.WARNING)
     log.info(
         "ccnow.actions_run",
         extra=fields(

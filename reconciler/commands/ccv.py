@@ -12,7 +12,8 @@ from ..config import Config, ConfigError, ReceiverConfig, load_config
 from ..config.where import config_path
 from ..exits import EX_DATAERR, EX_OK, DataError
 from ..logs import say
-from ..redact import SecretForms, config_secrets, given_secrets, text_forms
+from ..redact import Secrets, config_secrets, given_secrets, text_forms
+from ..writes.body_secrets import SENT_SECRET, secret_at, secret_problems
 from ..writes.pricing import blocking, check_pricing
 from ..writes.submit_prices import REFUSED, cart_problems
 from .accounts import choose_account
@@ -23,12 +24,15 @@ def check_pricing_command(args: argparse.Namespace) -> int:
     """Check CCV prices: every problem on its own line (stdout), exit 65 if any blocks."""
     try:
         document = read_json(args.file)
-        forms = _known_secrets(args)
+        known = _known_secrets(args)
     except DataError as exc:
         if args.json:  # a script reads one object on stdout, whatever went wrong
             print(json.dumps({"ok": False, "problems": [], "error": str(exc)}))
         raise
-    problems = [p.masked(forms) for p in check_pricing(document)]
+    # A secret of its config first, as the API's pricing call refuses it (naming where).
+    said = secret_problems(document, None if known is None else given_secrets(known))
+    forms = None if known is None else text_forms(known)
+    problems = [p.masked(forms) for p in [*said, *check_pricing(document)]]
     if args.json:
         report = {
             "ok": not blocking(problems),
@@ -42,10 +46,11 @@ def check_pricing_command(args: argparse.Namespace) -> int:
     return EX_DATAERR if blocking(problems) else EX_OK
 
 
-def _known_secrets(args: argparse.Namespace) -> SecretForms | None:
+def _known_secrets(args: argparse.Namespace) -> Secrets | None:
     """The secrets of the config the command would read (`--config`, $RECONCILER_CONFIG, else
     ./reconciler.toml), when there is one: a problem quoting one of them (the API key pasted as
-    `currency`) shows it masked. Without a config file it knows none (none is needed)."""
+    `currency`) shows it masked, and a body holding one is refused. Without a config file it
+    knows none (none is needed)."""
     path = config_path(getattr(args, "config", None))
     try:
         # os.stat, not Path.is_file(): a config this user cannot even look at (a directory it
@@ -58,7 +63,7 @@ def _known_secrets(args: argparse.Namespace) -> SecretForms | None:
     # config that does not load (a daemon's being edited, a key of a newer release) does not
     # stop a check that needs none: its secrets are not known either.
     try:
-        return text_forms(config_secrets(load_config(path, secrets_optional=True)))
+        return config_secrets(load_config(path, secrets_optional=True))
     except ConfigError:
         return None
 
@@ -86,6 +91,11 @@ async def submit_command(config: Config, args: argparse.Namespace) -> int:
         # Before the store or the daemon is asked: through the daemon it cost a POST and read
         # as the daemon's refusal. The words are the API's 400's.
         raise DataError("$: the body must be a JSON object")
+    # Before the store or the daemon is asked, as the Submitter refuses it: CCV is sent no
+    # secret but its key, in the Authorization header.
+    where = secret_at(document, given_secrets(config_secrets(config)))
+    if where is not None:
+        raise DataError(f"{where}: {SENT_SECRET}")
     # Before the store or the daemon is asked, as the daemon's API checks them (submit_prices).
     problems = cart_problems(document)
     if blocking(problems):

@@ -17,6 +17,7 @@ from ..model import InvalidOrderId, Source, normalize_ccnow_id
 from ..redact import MIN_BODY_FRAGMENT, mask, redact, text_forms
 from ..store import submissions as subs
 from ..writes import ccv_http
+from ..writes.body_secrets import secret_problems
 from ..writes.ccnow_actions import ActionSender, BadAction, command_json, from_document
 from ..writes.ccnow_resolve import RESOLVE_ACTIONS, NotResolved, action_word
 from ..writes.ccv_http import NotSent, Uncertain, html_page, masked_answer, send_once, sendable
@@ -65,12 +66,16 @@ class Writes:
         """Return the account of `source` that `raw` names."""
         return account_named(self.deps.accounts.get(source, ()), source, raw)
 
+    async def _body(self, request: web.Request) -> dict[str, object]:
+        """Return the request's JSON object (`json_body`), within the API's bounds."""
+        return await json_body(
+            request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
+        )
+
     async def submit(self, request: web.Request) -> web.Response:
         """POST /api/v1/ccv/orders?account=A: submit through reconciler."""
         account = self.account("ccv", request.query.get("account"))
-        doc = await json_body(
-            request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
-        )
+        doc = await self._body(request)
         try:
             result = await self.deps.submitter.submit(account, doc)
         except BadPrices as exc:
@@ -113,9 +118,7 @@ class Writes:
         """POST /api/v1/ccv/submissions/resolve `{"external_reference", "sent": false,
         "account"?}`: close an uncertain submit CCV never got (`ccv resolve --not-sent`); with
         `"made": true` instead of `sent`, one CCV made an order of (`ccv resolve --made`)."""
-        doc = await json_body(
-            request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
-        )
+        doc = await self._body(request)
         for name in doc:
             if name not in ("external_reference", "sent", "made", "account"):
                 raise unknown_field(name)
@@ -153,9 +156,7 @@ class Writes:
     async def ccnow_actions(self, request: web.Request) -> web.Response:
         """POST /api/v1/ccnow/actions: record CCNow order actions and send them at once."""
         sender = self.sender()
-        doc = await json_body(
-            request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
-        )
+        doc = await self._body(request)
         account = self.account("ccnow", account_given(request, doc))
         try:
             new = from_document(sender.accounts[account], doc, self.deps.secrets_search)
@@ -177,9 +178,7 @@ class Writes:
         """POST /api/v1/ccnow/actions/resolve `{"order_id", "sent", "account"?, "action"?}`:
         settle an order's uncertain action by a person's word (`ccnow resolve` while the daemon
         runs)."""
-        doc = await json_body(
-            request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
-        )
+        doc = await self._body(request)
         for name in doc:
             if name not in ("order_id", "sent", "account", "action"):
                 raise unknown_field(name)
@@ -233,16 +232,16 @@ class Writes:
     async def pricing(self, request: web.Request) -> web.Response:
         """PATCH /api/v1/ccv/pricing?account=A: check the prices, then forward them."""
         account = self.account("ccv", request.query.get("account"))
-        doc = await json_body(
-            request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
-        )
-        problems = check_pricing(doc)
+        doc = await self._body(request)
+        secret = secret_problems(doc, self.deps.secrets_search)  # first, as in a submit's body
+        problems = [*secret, *check_pricing(doc)]
         if blocking(problems):
             log.info(
                 "api.pricing_refused",
                 extra=fields(account=account, problems=sum(p.blocking for p in problems)),
             )
-            return self._problems("the prices are inconsistent; nothing was sent to CCV", problems)
+            said = "the prices are inconsistent; nothing was sent to CCV"
+            return self._problems(secret[0].line() if secret else said, problems)
         cfg = self.deps.submitter.accounts[account]
         warned = {WARNINGS_HEADER: str(len(problems))}
         # strict_json decoded every number as the float it was written as: the numbers checked

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote
 
+from ..key_fold import fold
 from ..model import CCNOW_ID_PATTERN
 
 MAX_HINTS = 100  # CCNow order ids taken from one notification
@@ -167,7 +168,7 @@ def _json_pieces(document: _Object | list[object]) -> Iterator[tuple[bool, str]]
         if isinstance(value, _Object):
             # An object an order's key holds (`{"orders": [{"id": ...}]}`) names by its id keys.
             for key, item in reversed(value):
-                named = _names_orders(key) or (is_named and key.strip().casefold() in _ID_KEYS)
+                named = _names_orders(key) or (is_named and fold(key.strip()) in _ID_KEYS)
                 stack.append((named, item))
                 stack.append((False, key))
         elif isinstance(value, list):
@@ -179,4 +180,4 @@ def _json_pieces(document: _Object | list[object]) -> Iterator[tuple[bool, str]]
 def _names_orders(name: str) -> bool:
     """Whether a form field or JSON key is named for an order's id (`order_number`,
     `x_orderid_1`, `OrderNo`), not for another of its figures (`order_total`, `order_date`)."""
-    return _ORDER_ID_NAME.fullmatch(name.strip().casefold()) is not None
+    return _ORDER_ID_NAME.fullmatch(fold(name.strip())) is not None

@@ -6,6 +6,8 @@ import json
 
 from reconciler.strict_json import loads_answer
 
+from ..key_fold import fold
+
 MAX_STATUS_LENGTH = 64
 
 
@@ -55,7 +57,7 @@ def _answer_keys(document: dict[str, object]) -> dict[str, object] | None:
     two of its keys differ only in case: which one CCV meant is not known."""
     found: dict[str, object] = {}
     for key, value in document.items():
-        folded = key.casefold()
+        folded = fold(key)
         if folded in _ANSWER_KEYS:
             if folded in found:
                 return None
@@ -77,7 +79,7 @@ def _may_repeat_a_key(text: str) -> bool:
 # Blanks: tab and Unicode's spaces (Zs), those str.strip() drops that are no control character.
 BLANKS = "\t \xa0\u1680\u202f\u205f\u3000" + "".join(map(chr, range(0x2000, 0x200B)))
 
-# The answer's two keys, as str.casefold() leaves them: matched ignoring case.
+# The answer's two keys, as `fold` leaves them: matched ignoring case.
 _STATUS = "orderstatus"
 _REFERENCE = "externalreference"
 _ANSWER_KEYS = frozenset({_STATUS, _REFERENCE})
@@ -94,6 +96,6 @@ class _Pairs:
         self.repeated = False
 
     def __call__(self, items: list[tuple[str, object]]) -> dict[str, object]:
-        named = [folded for key, _ in items if (folded := key.casefold()) in _ANSWER_KEYS]
+        named = [folded for key, _ in items if (folded := fold(key)) in _ANSWER_KEYS]
         self.repeated = len(named) > len(set(named))
         return dict(items)

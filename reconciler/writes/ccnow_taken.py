@@ -20,6 +20,14 @@ UNCONFIRMED = (
 )
 
 
+# What does a command a run leaves queued, sending or uncertain (`Tally.left_to_do`).
+_WAYS = (
+    "the running daemon or the next `reconciler ccnow` line sends a queued one",
+    "a sending one is on its way in another post, its answer recorded by that process",
+    "`reconciler ccnow resolve ID --sent|--not-sent` settles an uncertain one",
+)
+
+
 @dataclass
 class Tally:
     """What one run did: commands posted, and how those it touched ended."""
@@ -48,6 +56,17 @@ class Tally:
             f"uncertain {self.uncertain}, queued {self.queued}"
         )
         return f"{line}, sending {self.sending}" if self.sending else line
+
+    def left_to_do(self) -> str:
+        """What the run leaves to do (queued, sending, uncertain) and what does it, or ``: said
+        where a refused one's 65 would hide it."""
+        counts = (("queued", self.queued), ("sending", self.sending), ("uncertain", self.uncertain))
+        total = sum(n for _, n in counts)
+        if not total:
+            return ""
+        said = ", ".join(f"{word} {n}" for word, n in counts if n)
+        ways = [way for way, (_, n) in zip(_WAYS, counts, strict=True) if n]
+        return f"{total} command{'s' if total > 1 else ''} still to do ({said}): {'; '.join(ways)}"
 
     def count(self, state: str) -> None:
         """Count one command by the state it is in after the run."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
 
+from ..key_fold import fold
 from ..redact import SecretForms, mask
 
 _CENT = Decimal("0.01")
@@ -193,7 +194,7 @@ CHECKED_KEYS = frozenset(
         "toBePaidImmediately",
     }
 )
-_CHECKED_FOLDED: Final[Mapping[str, str]] = {key.casefold(): key for key in CHECKED_KEYS}
+_CHECKED_FOLDED: Final[Mapping[str, str]] = {fold(key): key for key in CHECKED_KEYS}
 
 
 def case_twins(body: object, at: str = "$") -> Iterator[Problem]:
@@ -215,7 +216,7 @@ def key_twins(
     """A problem for each key of `node` itself (at path `where`) that differs only in case from
     one of `among`, keys the check reads."""
     for key in node:
-        checked = _CHECKED_FOLDED.get(str(key).casefold())
+        checked = _CHECKED_FOLDED.get(fold(str(key)))
         if checked is not None and checked != key and checked in among:
             yield Problem(
                 f"{where}.{key}",

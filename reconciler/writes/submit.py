@@ -35,6 +35,7 @@ from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import submissions as subs
 from reconciler.store.not_sent import made, not_sent
+from reconciler.writes.body_secrets import refuse_secrets
 from reconciler.writes.ccv_http import NotSent, Uncertain, send_once
 from reconciler.writes.failpoint import failpoint
 from reconciler.writes.in_flight import Cut, InFlight, Stopping
@@ -172,6 +173,9 @@ class Submitter:
             given, self.given or self.key_forms.get(account)
         ):
             raise BadSubmission("externalReference", GIVEN_SECRET)
+        # Any other string of it, keys included: CCV is sent no secret but its key, and that
+        # in the Authorization header.
+        refuse_secrets(body, self.given or self.key_forms.get(account))
         prepared = prepare(body, receiver=self.receiver, account=account)
         warnings = check_cart(body)  # DESIGN.md: a submit goes out with its prices checked
         ref = prepared.reference

@@ -13,6 +13,8 @@ from reconciler.config import ReceiverConfig
 from reconciler.model import known_statuses, reference_problem
 from reconciler.notify import notification_url
 
+from ..key_fold import fold
+
 
 class BadSubmission(Exception):
     """A submit body reconciler refuses to forward; names the JSON field."""
@@ -86,9 +88,9 @@ def _no_case_twins(document: dict[str, Any], where: str, names: tuple[str, ...])
     """Refuse a key that differs only in case from one reconciler sets or reads: CCV's JSON
     reader may ignore case and take the caller's (another notification URL, another
     reference) instead of reconciler's."""
-    folded = {name.casefold(): name for name in names}
+    folded = {fold(name): name for name in names}
     for key in document:
-        name = folded.get(key.casefold())
+        name = folded.get(fold(key))
         if name is not None and name != key:
             raise BadSubmission(
                 f"{where}{key}",

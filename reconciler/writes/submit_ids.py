@@ -12,6 +12,8 @@ from reconciler.model import InvalidOrderId, validate_ccv_id
 from reconciler.redact import MASK, SecretForms, holds_secret
 from reconciler.strict_json import loads_answer
 
+from ..key_fold import fold
+
 
 class _Repeated:
     """The value of a key an object names twice: which one CCV meant is not known."""
@@ -79,7 +81,7 @@ def names_an_order(answer: bytes, names: Sequence[str]) -> bool:
         if isinstance(value, dict):
             if any(field_value(value, n) is not None for n in names):
                 return True
-            left.extend(v for k, v in value.items() if k.casefold() not in _ERRORS)
+            left.extend(v for k, v in value.items() if fold(k) not in _ERRORS)
         elif isinstance(value, list):
             left.extend(value)
     return False
@@ -96,8 +98,8 @@ def field_value(document: Mapping[str, object], name: str) -> object:
     meant is not known, as a request naming both is refused: `submit_body`); a null is none, and
     so is a string empty after its white space (`""`, `"  "`: it names no order, as null does;
     taken for one, `--not-sent` would be refused for an answer that proves nothing)."""
-    folded = name.casefold()
-    values = [v for k, v in document.items() if k.casefold() == folded and not _blank(v)]
+    folded = fold(name)
+    values = [v for k, v in document.items() if fold(k) == folded and not _blank(v)]
     if not values:
         return None
     first = values[0]
@@ -126,8 +128,8 @@ def location_order_id(location: str, names: Sequence[str]) -> str | None:
     query: dict[str, str] = {}
     for pair in url.raw_query_string.split("&"):
         key, _, value = pair.partition("=")
-        query[unquote(key).casefold()] = unquote(value)
-    return next((query[n.casefold()] for n in names if query.get(n.casefold())), None)
+        query[fold(unquote(key))] = unquote(value)
+    return next((query[fold(n)] for n in names if query.get(fold(n))), None)
 
 
 def _reseller_order(location: str) -> str | None:
@@ -161,7 +163,7 @@ def named_order(
     # submit refused for it. A 2xx's or a 303's (`success`: CCV made the order) is its order's,
     # as the submit's parser reads it, and so is its Location's.
     found = order_id_from(
-        body, names if success else [n for n in names if n.casefold() != "id"], key_forms
+        body, names if success else [n for n in names if fold(n) != "id"], key_forms
     )
     if found is not None or location is None:
         return found

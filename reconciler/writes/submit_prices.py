@@ -11,6 +11,7 @@ import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 
+from ..key_fold import fold
 from ..redact import SecretForms
 from .pricing import blocking, check_order, check_pricing
 from .pricing_values import Problem
@@ -27,8 +28,8 @@ PRICING_FIELDS = (
     "totalRevenueForFullYear",
     "periodPricingDetails",
 )
-_PERIODS = "periodPricingDetails".casefold()
-_TOTAL = "totalAmountToBePaidImmediately".casefold()
+_PERIODS = fold("periodPricingDetails")
+_TOTAL = fold("totalAmountToBePaidImmediately")
 CART = "$.order.shoppingCart"
 REFUSED = "the prices in order.shoppingCart are inconsistent; nothing was recorded or sent to CCV"
 # How many warnings the check of the prices gave: on every answer to a body it let through.
@@ -80,7 +81,7 @@ def _priced(cart: Mapping[object, object]) -> bool:
     add up (each is still checked on its own). A field in another case counts: CCV's JSON
     reader may take it (the check refuses it)."""
     for key, value in cart.items():
-        name = str(key).casefold()
+        name = fold(str(key))
         if name == _PERIODS and isinstance(value, list) and value:
             return True
         if name == _TOTAL and value is not None:

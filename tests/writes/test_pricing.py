@@ -325,6 +325,9 @@ def test_a_consistent_cart_from_random_lines_always_passes(
     [
         (lambda b: b.update(Currency="USD"), "$.Currency"),
         (lambda b: b.update(ShippingCost=500), "$.ShippingCost"),
+        # Dotless i: casefold() keeps it apart from `i`, Java's equalsIgnoreCase does not.
+        (lambda b: b.update({"shıppingCost": 500}), "$.shıppingCost"),
+        (lambda b: b.update({"sh\u0130ppingCost": 500}), "$.sh\u0130ppingCost"),
         (
             lambda b: b["periodPricingDetails"][1].update(IncludingTax=1),
             "$.periodPricingDetails[1].IncludingTax",

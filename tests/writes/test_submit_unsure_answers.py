@@ -311,6 +311,11 @@ async def test_a_refusal_whose_body_never_comes_is_a_refusal(
             "statusNotificationInformation.notifyonstatus",
         ),
         ({"ExternalReference": "other-1"}, "ExternalReference"),
+        # Dotless i: casefold() keeps it apart from `i`, Java's equalsIgnoreCase does not.
+        (
+            {"statusNotificationInformation": {"notıficationUrl": "https://elsewhere.example/"}},
+            "statusNotificationInformation.notıficationUrl",
+        ),
     ],
 )
 async def test_a_key_differing_from_reconcilers_only_in_case_is_refused(
