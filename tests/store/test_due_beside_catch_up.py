@@ -102,10 +102,9 @@ async def _steps(db: Path, backlog: int) -> int:
     try:
         await store.conn.set_progress_handler(step, 100)
         assert len(await _ids(store, 1000, since)) == 5
-        await store.conn.set_progress_handler(None, 100)
+        return steps  # the read's alone
     finally:
         await store.close()
-    return steps
 
 
 async def test_a_due_read_beside_a_catch_up_costs_the_same_beside_its_backlog(
