@@ -11,12 +11,14 @@ whose check failed since (their retry: a failed check keeps the last answer's `a
 backoff was planned after the catch-up began) and those tracked since (a submit's, whose first
 check goes out within seconds; the catch-up may have read their page before them). Notified
 orders go first as always (ccv_notified.py). The others wait for the catch-up, which asks them.
-The due read itself leaves them out (`Orders.due` with `since()`, store/order_sql.py
-`catch_up_due_sql`), so a tick reads up to its `limit` of the orders it asks, however many of
-the catch-up's are due: a filter after the read found the catch-up's overdue orders alone in
-it (the earliest due first) and asked none, the order tracked since waiting for the catch-up's
-end. One still failing from before it whose retry falls due meanwhile may be asked twice (no
-failure's time is kept to tell it from one failed since).
+The due read itself leaves them out (`Coordinator._due` passes `since()` to `Orders.due`,
+store/order_sql.py `catch_up_due_sql`), so a tick reads up to its `limit` of the orders it
+asks, however many of the catch-up's are due: a filter after the read found the catch-up's
+overdue orders alone in it (the earliest due first) and asked none, the order tracked since
+waiting for the catch-up's end (the few still left to it: that function's comment). Only CCV's
+`full_pass` holds a catch-up here: CCNow's ticks are unchanged. One still failing from before
+it whose retry falls due meanwhile may be asked twice (no failure's time is kept to tell it
+from one failed since).
 """
 
 from __future__ import annotations
