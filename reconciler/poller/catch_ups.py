@@ -9,13 +9,15 @@ answer (bench/idle.py counted 603 requests in its idle minute). So while a catch
 tick asks only orders it will not: those asked since it began (its answer, due again), those
 whose check failed since (their retry: a failed check keeps the last answer's `asked_at`, but its
 backoff was planned after the catch-up began) and those tracked since (a submit's, whose first
-check goes out within seconds; the catch-up may have read their page before them). Notified
-orders go first as always (ccv_notified.py). The others wait for the catch-up, which asks them.
-The due read itself leaves them out (`Coordinator._due` passes `since()` to `Orders.due`,
-store/order_sql.py `catch_up_due_sql`), so a tick reads up to its `limit` of the orders it
-asks, however many of the catch-up's are due: a filter after the read found the catch-up's
+check goes out within seconds; the catch-up may have read their page before them, and in the
+daemon its pages stop at the last row there was when it began, so that it does not ask them too).
+Notified orders go first as always (ccv_notified.py). The others wait for the catch-up, which
+asks them. The due read itself leaves them out (`Coordinator._due` passes `since()` to
+`Orders.due`, store/order_sql.py `catch_up_due_sql`), so a tick reads up to its `limit` of the
+orders it asks, however many of the catch-up's are due: a filter after the read found the catch-up's
 overdue orders alone in it (the earliest due first) and asked none, the order tracked since
-waiting for the catch-up's end (the few still left to it: that function's comment). Only CCV's
+waiting for the catch-up's end (those still left to it, such as one behind a bound of the
+catch-up's orders falling due while it runs: that function's comment). Only CCV's
 `full_pass` holds a catch-up here: CCNow's ticks are unchanged. One still failing from before
 it whose retry falls due meanwhile may be asked twice (no failure's time is kept to tell it
 from one failed since).
@@ -40,16 +42,21 @@ class CatchUps:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._running: list[CatchUpSince] = []
+        # The daemon's (`Coordinators.startup_pass`): due ticks run beside its catch-ups.
+        self.beside_ticks = False
 
     @contextlib.asynccontextmanager
-    async def running(self, now: float) -> AsyncIterator[None]:
-        """Hold a catch-up begun at `now` (the reconciler's clock) while the block runs."""
-        # Its pages hold every order of a row up to the last one: those after it are tracked
-        # since it began.
+    async def running(self, now: float) -> AsyncIterator[int | None]:
+        """Hold a catch-up begun at `now` (the reconciler's clock) while the block runs; give
+        the last row its pages read (None: every one they reach)."""
+        # The orders after the last row then are tracked since it began: a due tick's to ask
+        # (`since`), not its pages' too, which reach them when their page comes after it (each
+        # asked twice). Beside no tick (the `catch-up` command) its pages ask every one they
+        # reach, as ever.
         began = CatchUpSince(now, time.time(), await self._store.orders.last_id())
         self._running.append(began)
         try:
-            yield
+            yield began.last_id if self.beside_ticks else None
         finally:
             self._running.remove(began)
 

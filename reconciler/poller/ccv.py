@@ -256,11 +256,11 @@ class CCVCoordinator(Coordinator[CCVSource]):
 
     async def full_pass(self, *, via: Via) -> PassReport:
         """Check every open order of the account, a page of ids at a time."""
-        async with self.catch_ups.running(self.now()):  # its orders are not a due tick's
+        async with self.catch_ups.running(self.now()) as upto:  # its orders not a tick's
             with notified.holding(self):
-                return await self._full_pass(via=via)
+                return await self._full_pass(via=via, upto=upto)
 
-    async def _full_pass(self, *, via: Via) -> PassReport:
+    async def _full_pass(self, *, via: Via, upto: int | None) -> PassReport:
         report = PassReport()
         batcher = self._batcher(via, report)
         store = self.store
@@ -288,6 +288,7 @@ class CCVCoordinator(Coordinator[CCVSource]):
                     after=after,
                     limit=self.page_orders,
                     settled_since=self.settled_since(),
+                    upto=upto,
                 )
                 if ids := [i for i in page.ids if i not in first] if first else page.ids:
                     asked += len(ids)

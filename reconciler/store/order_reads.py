@@ -78,10 +78,11 @@ class OrderReads:
         those no longer watched (`unwatched`, `settled_since`): a check planned while the
         watch ran, or by a longer `watch_settled`, is not made once it has ended. `catch_up`:
         a catch-up of the account runs, and only the due orders it leaves to a tick count
-        (`order_sql.CATCH_UP_SQL`): up to `limit` of those, however many of its own are due."""
+        (`order_sql.catch_up_due_sql`): up to `limit` of those, however many of its own are
+        due (but for those falling due while it runs, a bound of them: see there)."""
         if catch_up is not None:
-            sql, params = catch_up_due_sql(source, account, now, settled_since, catch_up)
-            return await self._states(sql, (*params, limit))
+            sql, params = catch_up_due_sql(source, account, now, limit, settled_since, catch_up)
+            return await self._states(sql, params)
         sql, params = due_sql(source, settled_since)
         return await self._states(sql, (now, source, account, *params, limit))
 

@@ -38,6 +38,14 @@ async def ccv(tmp_path: Path, fake_ccv: FakeCCV) -> AsyncIterator[CCVCoordinator
 async def coordinator(
     tmp_path: Path, fake_ccv: FakeCCV, batch_rows: int, concurrency: int = 8
 ) -> AsyncIterator[CCVCoordinator]:
+    async with coordinators(tmp_path, fake_ccv, batch_rows, concurrency) as built:
+        yield built.ccv["default"]
+
+
+@contextlib.asynccontextmanager
+async def coordinators(
+    tmp_path: Path, fake_ccv: FakeCCV, batch_rows: int, concurrency: int = 8
+) -> AsyncIterator[Coordinators]:
     path = tmp_path / "reconciler.toml"
     path.write_text(
         f'[store]\npath = "{tmp_path / "reconciler.db"}"\n\n'
@@ -49,7 +57,7 @@ async def coordinator(
     try:
         async with aiohttp.ClientSession() as session:
             reconciler = Reconciler(config, store, clock=time.time, batch_rows=batch_rows)
-            yield Coordinators.build(config, reconciler, session, Gates()).ccv["default"]
+            yield Coordinators.build(config, reconciler, session, Gates())
     finally:
         await store.close()
 

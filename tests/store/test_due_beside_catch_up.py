@@ -40,13 +40,24 @@ def _backlog(count: int) -> list[Row]:
     ]
 
 
-async def _began(db: Path, backlog: int) -> tuple[Store, CatchUpSince]:
+def _falling_due(count: int) -> list[Row]:
+    """The catch-up's orders checked before it, their next check falling due while it runs,
+    after the orders it leaves to a tick (the pass has not reached them)."""
+    before = BEGAN - 3600
+    return [
+        ("a", f"falls-due-{n}", "New", before, before, before, before, 0, BEGAN + 41 + n / count, 0)
+        for n in range(count)
+    ]
+
+
+async def _began(db: Path, backlog: int, falling_due: int = 0) -> tuple[Store, CatchUpSince]:
     store = await Store.open(db)
     before = BEGAN - 3600
     _insert(
         db,
         [
             *_backlog(backlog),
+            *_falling_due(falling_due),
             # Failing from before it: a retry planned before it is its own to ask; one planned
             # after it began is a tick's too (no failure's time tells them apart).
             ("a", "failing-before", "New", before, before, before, before, 2, BEGAN - 50, 0),
@@ -89,9 +100,9 @@ async def test_a_due_read_beside_a_catch_up_returns_what_it_leaves_to_a_tick(
         await store.close()
 
 
-async def _steps(db: Path, backlog: int) -> int:
+async def _steps(db: Path, backlog: int, falling_due: int = 0, limit: int = 1000) -> int:
     """Return the SQLite VM steps (in hundreds) of one due read beside a catch-up."""
-    store, since = await _began(db, backlog)
+    store, since = await _began(db, backlog, falling_due)
     steps = 0
 
     def step() -> int:
@@ -101,7 +112,7 @@ async def _steps(db: Path, backlog: int) -> int:
 
     try:
         await store.conn.set_progress_handler(step, 100)
-        assert len(await _ids(store, 1000, since)) == 5
+        assert len(await _ids(store, limit, since)) == 5
         return steps  # the read's alone
     finally:
         await store.close()
@@ -114,3 +125,30 @@ async def test_a_due_read_beside_a_catch_up_costs_the_same_beside_its_backlog(
     large = await _steps(tmp_path / "large.db", 40_000)
     # The orders it returns, not the catch-up's due ones (read whole: 40 times the steps).
     assert large <= 1.5 * small + 2, (small, large)
+
+
+async def test_a_due_read_beside_a_catch_up_examines_a_bounded_part_of_its_orders_falling_due(
+    tmp_path: Path,
+) -> None:
+    """Orders the catch-up has not reached whose next check, planned before it began, falls due
+    while it runs: the range of orders planned since holds them, and a read walked every one,
+    each tick (88 ms over 50,000). It examines a few times its limit of them."""
+    small = await _steps(tmp_path / "small.db", 1_000, falling_due=100, limit=10)
+    large = await _steps(tmp_path / "large.db", 1_000, falling_due=40_000, limit=10)
+    assert large <= 1.5 * small + 2, (small, large)
+
+
+async def test_an_order_behind_the_bound_of_those_falling_due_waits(tmp_path: Path) -> None:
+    """A tick reads what the catch-up leaves to it among the earliest orders of the range
+    planned since, a few times its limit: one behind more of the catch-up's falling due waits
+    for a later tick (or the catch-up), as README "The schedule" says."""
+    db = tmp_path / "reconciler.db"
+    store, since = await _began(db, 10)
+    try:
+        before = BEGAN - 3600
+        late = ("a", "asked-behind", "New", before, before, BEGAN + 20, BEGAN + 20, 0, NOW - 1, 0)
+        _insert(db, [*_falling_due(100), late])
+        assert "asked-behind" not in await _ids(store, 10, since)
+        assert "asked-behind" in await _ids(store, 100, since)
+    finally:
+        await store.close()
