@@ -199,6 +199,19 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         )
         return Said.ANSWERS if answers else Said.FAILS
 
+    async def _open_ids(self) -> list[str]:
+        """Return every open order id of the account, read a page at a time."""
+        ids: list[str] = []
+        after = 0
+        since = self.settled_since()  # watched when it began
+        while True:
+            page, after = await self.store.orders.open_ids(
+                self.source, self.account, after=after, limit=self.page_orders, settled_since=since
+            )
+            if not page:
+                return ids
+            ids.extend(page)
+
     async def full_pass(self, *, via: Via) -> PassReport:
         """Fetch the pending list, then query every other open order. Every open order on the
         list, no query is asked, and no list line says the queries answer: an account whose

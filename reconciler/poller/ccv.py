@@ -29,7 +29,6 @@ from ..sources.rest import AccountRest
 from ..store.notified_orders import Notes
 from . import ccv_notified as notified
 from . import ccv_refused as refused
-from .catch_ups import CatchUps
 from .ccv_probe import SharedProbe
 from .coordinator import HEALTHY_RECORDED_S, PAGE_ORDERS, Coordinator, Emit
 from .health import (
@@ -102,7 +101,6 @@ class CCVCoordinator(Coordinator[CCVSource]):
         self.notified_seen = contextvars.ContextVar(f"notified_seen {self.name}", default=None)
         self.notes = Notes(self.store, self.source, self.account)  # records, written together
         self.witnesses = Witnesses(self._answered)
-        self.catch_ups = CatchUps()  # their orders are theirs to ask, not a due tick's
 
     async def check(
         self,
@@ -177,7 +175,7 @@ class CCVCoordinator(Coordinator[CCVSource]):
     async def _due(self, until: float, limit: int) -> list[OrderState]:
         # Notified orders whose check has not answered yet go first (ccv_notified.py).
         first = await notified.due(self)
-        due = self.catch_ups.leave_out(await super()._due(until, limit))
+        due = await super()._due(until, limit)  # a running catch-up's orders left out
         ids = {s.key.order_id for s in first}
         return [*first, *(s for s in due if s.key.order_id not in ids)][: max(limit, len(first))]
 
@@ -258,10 +256,11 @@ class CCVCoordinator(Coordinator[CCVSource]):
 
     async def full_pass(self, *, via: Via) -> PassReport:
         """Check every open order of the account, a page of ids at a time."""
-        with notified.holding(self), self.catch_ups.running(self.now()):
-            return await self._full_pass(via=via)
+        async with self.catch_ups.running(self.now()) as upto:  # its orders not a tick's
+            with notified.holding(self):
+                return await self._full_pass(via=via, upto=upto)
 
-    async def _full_pass(self, *, via: Via) -> PassReport:
+    async def _full_pass(self, *, via: Via, upto: int | None) -> PassReport:
         report = PassReport()
         batcher = self._batcher(via, report)
         store = self.store
@@ -289,6 +288,7 @@ class CCVCoordinator(Coordinator[CCVSource]):
                     after=after,
                     limit=self.page_orders,
                     settled_since=self.settled_since(),
+                    upto=upto,
                 )
                 if ids := [i for i in page.ids if i not in first] if first else page.ids:
                     asked += len(ids)

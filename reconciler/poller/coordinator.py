@@ -24,6 +24,7 @@ from ..schedule import resting
 from ..sources.errors import RestAsked, SourceError
 from ..sources.rest import AccountRest
 from ..store.passes import remember_pass
+from .catch_ups import CatchUps
 from .check_lines import log_started_failing
 from .clock_step import ClockSteps
 from .first_checks import FirstChecks
@@ -88,6 +89,8 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         self._probed: set[str] = set()  # asked by `_probe_due` since the account failed
         self._first_checks = FirstChecks(self.store, self.source, self.account)
         self._steps = ClockSteps(self.store, self.source, config, rng=writer.rng)  # see _due
+        # The account's catch-ups running in this process (CCV's `full_pass` holds one).
+        self.catch_ups = CatchUps(self.store)
 
     @property
     def name(self) -> str:
@@ -261,23 +264,13 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         if unanswered and (metrics := self.writer.metrics) is not None:
             metrics.observe_unanswered(self.source, self.account, unanswered)
 
-    async def _open_ids(self) -> list[str]:
-        """Return every open order id of the account, read a page at a time."""
-        ids: list[str] = []
-        after = 0
-        since = self.settled_since()  # watched when it began
-        while True:
-            page, after = await self.store.orders.open_ids(
-                self.source, self.account, after=after, limit=self.page_orders, settled_since=since
-            )
-            if not page:
-                return ids
-            ids.extend(page)
-
     async def _due(self, until: float, limit: int) -> list[OrderState]:
         await self._steps.check(self.now())  # checks planned before the clock was put back
         since = self.settled_since()  # then unwatched: never due
-        return await self.store.orders.due(self.source, self.account, until, limit, since)
+        began = self.catch_ups.since()  # then its own orders are the catch-up's to ask
+        return await self.store.orders.due(
+            self.source, self.account, until, limit, since, catch_up=began
+        )
 
     async def _answered(self, limit: int) -> list[OrderState]:
         """Orders whose last check answered, a probe's first choice (CCNow's query probe's)."""

@@ -153,6 +153,8 @@ class Coordinators:
                 "ccv", ccv.account, settled_since=ccv.settled_since()
             )
         ]
+        for ccv in self.ccv.values():
+            ccv.catch_ups.beside_ticks = True  # the scheduler's due ticks run beside it
         passes = [self.catch_up(), *(ccv.heartbeat() for ccv in idle)]
         results = await asyncio.gather(*passes, return_exceptions=True)
         report, *proved = _first_raised(

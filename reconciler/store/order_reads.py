@@ -12,7 +12,16 @@ from ..model import OrderState, Source
 from . import counts, order_pages, order_rows
 from .errors import StoreError, guarded
 from .order_rows import COLUMNS
-from .order_sql import FAILING_SQL, answered_sql, due_sql, stuck_sql, unwatched, unwatched_any
+from .order_sql import (
+    FAILING_SQL,
+    CatchUpSince,
+    answered_sql,
+    catch_up_due_sql,
+    due_sql,
+    stuck_sql,
+    unwatched,
+    unwatched_any,
+)
 from .sql import marks
 
 if TYPE_CHECKING:
@@ -56,13 +65,31 @@ class OrderReads:
         return [r[0] for r in rows], (int(rows[-1][1]) if rows else after)
 
     async def due(
-        self, source: Source, account: str, now: float, limit: int, settled_since: float
+        self,
+        source: Source,
+        account: str,
+        now: float,
+        limit: int,
+        settled_since: float,
+        *,
+        catch_up: CatchUpSince | None = None,
     ) -> list[OrderState]:
         """Return orders whose next check is due, oldest first (uses the partial index), but
         those no longer watched (`unwatched`, `settled_since`): a check planned while the
-        watch ran, or by a longer `watch_settled`, is not made once it has ended."""
+        watch ran, or by a longer `watch_settled`, is not made once it has ended. `catch_up`:
+        a catch-up of the account runs, and only the due orders it leaves to a tick count
+        (`order_sql.catch_up_due_sql`): up to `limit` of those, however many of its own are
+        due (but for those falling due while it runs, a bound of them: see there)."""
+        if catch_up is not None:
+            sql, params = catch_up_due_sql(source, account, now, limit, settled_since, catch_up)
+            return await self._states(sql, params)
         sql, params = due_sql(source, settled_since)
         return await self._states(sql, (now, source, account, *params, limit))
+
+    async def last_id(self) -> int:
+        """Return the last order row's id (0 for none): a row added later has a greater one."""
+        rows = await self._conn.execute_fetchall("SELECT coalesce(max(id), 0) FROM orders")
+        return int(next(iter(rows))[0])
 
     async def answered(
         self, source: Source, account: str, limit: int, settled_since: float

@@ -27,6 +27,7 @@ from .sql import CHUNK, Statement, chunks, marks, on_thread, run_statements
 if TYPE_CHECKING:
     from .db import Store
 
+_LAST_ROWID = 2**63 - 1  # SQLite's greatest: a page up to it has no bound
 _TRACK_CHUNK = 5000  # orders per statement of `track`, so that a long file shows progress
 Given = Sequence[tuple[str, str | None]]  # orders to track: (id, external reference or None)
 Progress = Callable[[int], None]  # hears of each chunk tracked
@@ -63,9 +64,11 @@ class Orders(OrderReads):
         after: int = 0,
         limit: int = 5000,
         settled_since: float | None = None,
+        upto: int | None = None,
     ) -> Page:
         """Return the next page of orders not in an end state, in storage order after the
-        position `after`, but those no longer watched (`unwatched`, `settled_since`).
+        position `after` (up to `upto`, when given), but those no longer watched (`unwatched`,
+        `settled_since`).
 
         Storage (rowid) order rather than id order: a batch then rewrites neighbouring rows,
         a few database pages instead of one page per order.
@@ -73,7 +76,7 @@ class Orders(OrderReads):
         # Before the rows: a write landing while they are read makes the page stale.
         read = self._pages.reading((source, account))
         try:
-            return await self._page(read, source, account, after, limit, settled_since)
+            return await self._page(read, source, account, after, upto, limit, settled_since)
         finally:
             self._pages.done(read)
 
@@ -83,6 +86,7 @@ class Orders(OrderReads):
         source: Source,
         account: str,
         after: int,
+        upto: int | None,
         limit: int,
         settled_since: float | None,
     ) -> Page:
@@ -92,10 +96,11 @@ class Orders(OrderReads):
         unwatched_sql, unwatched_params = unwatched(source, settled_since)
         sql = (
             f"SELECT {COLUMNS}, id FROM orders INDEXED BY orders_open WHERE source = ? "
-            f"AND account = ? AND end_state = 0 AND id > ? AND NOT {unwatched_sql} "
+            f"AND account = ? AND end_state = 0 AND id > ? AND id <= ? AND NOT {unwatched_sql} "
             "ORDER BY id LIMIT ?"
         )
-        params = (source, account, after, *unwatched_params, limit)
+        until = _LAST_ROWID if upto is None else upto
+        params = (source, account, after, until, *unwatched_params, limit)
         rows = list(await self._conn.execute_fetchall(sql, params))
         kept = order_rows.kept(rows)
         last = max((rowid for rowid, _ in kept.values()), default=after)

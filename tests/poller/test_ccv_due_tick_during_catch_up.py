@@ -36,20 +36,28 @@ async def ccv(tmp_path: Path, fake_ccv: FakeCCV) -> AsyncIterator[CCVCoordinator
 
 @contextlib.asynccontextmanager
 async def coordinator(
-    tmp_path: Path, fake_ccv: FakeCCV, batch_rows: int
+    tmp_path: Path, fake_ccv: FakeCCV, batch_rows: int, concurrency: int = 8
 ) -> AsyncIterator[CCVCoordinator]:
+    async with coordinators(tmp_path, fake_ccv, batch_rows, concurrency) as built:
+        yield built.ccv["default"]
+
+
+@contextlib.asynccontextmanager
+async def coordinators(
+    tmp_path: Path, fake_ccv: FakeCCV, batch_rows: int, concurrency: int = 8
+) -> AsyncIterator[Coordinators]:
     path = tmp_path / "reconciler.toml"
     path.write_text(
         f'[store]\npath = "{tmp_path / "reconciler.db"}"\n\n'
         f'[ccv]\nbase_url = "{fake_ccv.base_url}"\napi_key = "{CCV_KEY}"\nretries = 0\n'
-        'concurrency = 8\ntimeout = "120s"\n'  # a held answer is no timeout
+        f'concurrency = {concurrency}\ntimeout = "120s"\n'  # a held answer is no timeout
     )
     config = load_config(path)
     store = await Store.open(config.store_path, sinks=("log",))
     try:
         async with aiohttp.ClientSession() as session:
             reconciler = Reconciler(config, store, clock=time.time, batch_rows=batch_rows)
-            yield Coordinators.build(config, reconciler, session, Gates()).ccv["default"]
+            yield Coordinators.build(config, reconciler, session, Gates())
     finally:
         await store.close()
 
@@ -124,3 +132,29 @@ async def test_a_failed_check_of_a_running_catch_up_is_retried_by_the_due_tick(
             fake_ccv.release.set()
             await catch_up
         assert (await store.orders.load([key]))[key].status == "New"
+
+
+async def test_an_order_tracked_during_a_catch_up_with_more_due_than_a_tick_reads_is_asked(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    """More of the catch-up's orders are due than a tick reads (`concurrency` x 200): the tick
+    read those alone, left them all to the pass and asked nothing, and an order tracked since
+    (a submit's, its first check due within seconds) waited for the pass's end."""
+    many = [f"5a1e0000-0000-4000-8001-{n:012d}" for n in range(450)]  # a tick reads 400
+    async with coordinator(tmp_path, fake_ccv, 10_000, concurrency=2) as ccv:  # none written
+        store = ccv.store
+        assert ccv.due_limit < len(many)
+        fake_ccv.orders = dict.fromkeys([*many, LATE], "New")
+        await store.orders.track("ccv", "default", [(i, None) for i in many], ccv.now())
+        fake_ccv.answer_late = lambda seen: seen.order_id == many[-1]  # one slot of two held
+        catch_up = asyncio.ensure_future(ccv.full_pass(via="catch-up"))
+        try:
+            await fake_ccv.wait_until(lambda: len(fake_ccv.requests) == len(many))
+            await store.orders.track("ccv", "default", [(LATE, None)], ccv.now())
+            ticked = await ccv.tick_due()
+            assert [t.report.checked for t in ticked] == [1], "it waited for the catch-up"
+            assert [str(seen.order_id) for seen in fake_ccv.requests[len(many) :]] == [LATE]
+        finally:
+            fake_ccv.release.set()
+            report = await catch_up
+        assert report.checked == len(many)
