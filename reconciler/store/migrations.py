@@ -15,7 +15,8 @@ from .errors import StoreError
 
 log = logging.getLogger("reconciler.store")
 
-# Forward-only migrations; each runs with its `PRAGMA user_version` bump in one transaction.
+# Forward-only migrations. An upgrade runs each with its `PRAGMA user_version` bump in one
+# transaction; a new store runs them all in one, its version set to the last.
 # Statements are split on ";", so comments inside them must not contain one.
 MIGRATIONS: tuple[str, ...] = (
     # 1: initial schema
