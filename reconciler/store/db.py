@@ -311,7 +311,8 @@ class Store:
 async def _refuse_foreign(conn: aiosqlite.Connection) -> int:
     """Raise StoreError when the database has tables but is not a reconciler store; return its
     schema version. Ours has `meta` and `orders`, made by migration 1 in the transaction that
-    set user_version to 1, and the store id in `meta`, written by its first open."""
+    set user_version (to 1, or to the last when the store was made whole at once), and the
+    store id in `meta`, written by its first open."""
     rows = await conn.execute_fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
     tables = {str(r[0]) for r in rows}
     version = await _user_version(conn)
@@ -366,8 +367,8 @@ async def _upgrade(
                 raise upgrade_held(exc, why) from None
             await asyncio.sleep(0.05)
     try:
-        # Each migration reads the version again in its own transaction: another writer may
-        # have run some since `version` was read.
+        # Each migration reads the version again in its own transaction (a new store's run
+        # together in one): another writer may have run some since `version` was read.
         await migrate(conn)
         await give_orders_a_rowid(conn)
     finally:

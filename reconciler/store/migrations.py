@@ -15,7 +15,8 @@ from .errors import StoreError
 
 log = logging.getLogger("reconciler.store")
 
-# Forward-only migrations; each runs with its `PRAGMA user_version` bump in one transaction.
+# Forward-only migrations. An upgrade runs each with its `PRAGMA user_version` bump in one
+# transaction; a new store runs them all in one, its version set to the last.
 # Statements are split on ";", so comments inside them must not contain one.
 MIGRATIONS: tuple[str, ...] = (
     # 1: initial schema
@@ -360,8 +361,8 @@ async def outdated(conn: aiosqlite.Connection, version: int) -> str | None:
 
 async def migrate(conn: aiosqlite.Connection) -> None:
     """Run the migrations the database still lacks, each in its own transaction with its
-    version. The version is read inside each transaction: another writer may have run some.
-    An existing store's upgrade is logged (`store.upgraded`), a new store's creation is not."""
+    version read inside it (another writer may have run some), a new store's all in one (a
+    commit and its fsync each: 0.2-0.6 s of a first open). An upgrade logs `store.upgraded`."""
     first: int | None = None
     while True:
         # executescript would COMMIT first; run statements one by one inside our transaction.
@@ -370,8 +371,9 @@ async def migrate(conn: aiosqlite.Connection) -> None:
             rows = await conn.execute_fetchall("PRAGMA user_version")
             number = int(next(iter(rows))[0]) + 1
             first = number - 1 if first is None else first
-            if number <= SCHEMA_VERSION:
-                for statement in statements(MIGRATIONS[number - 1]):
+            if (start := number) <= SCHEMA_VERSION:
+                number = SCHEMA_VERSION if start == 1 else start
+                for statement in (s for m in MIGRATIONS[start - 1 : number] for s in statements(m)):
                     await conn.execute(statement)
                 await conn.execute(f"PRAGMA user_version = {number:d}")
         except BaseException:
@@ -380,10 +382,8 @@ async def migrate(conn: aiosqlite.Connection) -> None:
         await conn.execute("COMMIT")
         if number >= SCHEMA_VERSION:
             if first and first < SCHEMA_VERSION:
-                log.info(
-                    "store.upgraded",
-                    extra=fields(schema_from=first, schema_to=SCHEMA_VERSION),
-                )
+                upgraded = fields(schema_from=first, schema_to=SCHEMA_VERSION)
+                log.info("store.upgraded", extra=upgraded)
             return
 
 

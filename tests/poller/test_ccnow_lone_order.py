@@ -107,12 +107,15 @@ async def test_a_lone_post_fails_the_account_when_the_probe_fails_too(
     await coordinator.full_pass(via="catch-up")
     assert await source_events(coordinator) == []
     fake.queries = Reply(500, "Internal Server Error")  # every query now: an outage
-    await run(coordinator, clock, 600.0)
+    # It fails 121 s into the outage. 300 s of it, not 600 s: the probe's backoff grows
+    # through it (the account answering was found 287 s after 600 s of outage, 10 s after
+    # 300 s), and then 600 s, not 1200 s, for no second failure.
+    await run(coordinator, clock, 300.0)
     state = await coordinator.store.sources.state("ccnow", "default")
     assert await source_events(coordinator) == ["source.failed"]
     assert state.failing and state.last_error == "http 500"
     fake.queries = None
-    await run(coordinator, clock, 1200.0)
+    await run(coordinator, clock, 600.0)
     assert await source_events(coordinator) == ["source.failed", "source.recovered"]
 
 

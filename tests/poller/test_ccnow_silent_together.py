@@ -90,10 +90,13 @@ async def test_empty_answers_to_every_query_still_fail_the_account(
     await run(coordinator, clock, 600.0)
     assert await source_events(coordinator) == []
     fake.queries = Reply(200, "\n")  # every query; the pending list answers
-    await run(coordinator, clock, 600.0)
+    # It fails 120 s into the outage. 300 s of it, not 600 s: the probe's backoff grows
+    # through the outage (the account answering was found 285 s after 600 s of it, 10 s
+    # after 300 s), and then 600 s, not 1200 s, for no second failure.
+    await run(coordinator, clock, 300.0)
     assert await source_events(coordinator) == ["source.failed"]
     fake.queries = None
-    await run(coordinator, clock, 1200.0)
+    await run(coordinator, clock, 600.0)
     assert await source_events(coordinator) == ["source.failed", "source.recovered"]
 
 
@@ -154,8 +157,8 @@ async def test_more_odd_orders_than_a_batch_finds_alone_fail_alone(
             await run(coordinator, clock, 600.0)
             assert await source_events(coordinator) == []  # was 2 every few seconds from 240 s
             fake.queries = Reply(500, "Internal Server Error")  # an outage: every query
-            await run(coordinator, clock, 300.0)
+            await run(coordinator, clock, 300.0)  # it fails 120 s into it
             assert await source_events(coordinator) == ["source.failed"]
             fake.queries = None
-            await run(coordinator, clock, 600.0)
+            await run(coordinator, clock, 300.0)  # it recovers 9 s after; no second failure
             assert await source_events(coordinator) == ["source.failed", "source.recovered"]

@@ -129,13 +129,16 @@ async def test_an_answer_cut_in_its_first_id_every_post_fails_the_account_once(
     await track(coordinator, ids)
     await coordinator.full_pass(via="catch-up")
     fake.cut = True
-    await run(coordinator, clock, 600.0)
+    # The account fails 121 s into the outage; 300 s, not 600 s: the probe's backoff, which
+    # grows through the outage, then finds it answering 10 s after it ends (287 s after 600
+    # s of outage), and 600 s of recovery, not 1800 s, still see no second failure.
+    await run(coordinator, clock, 300.0)
     # A malformed answer is a source error: no answer of the orders. Was: every check
     # failed `missing`, CCNow's answer about them, and the account never failed.
     assert await source_events(coordinator) == ["source.failed"]
     fake.cut = False
     fake.orders[ids[3]] = "completed"
-    await run(coordinator, clock, 1800.0)
+    await run(coordinator, clock, 600.0)
     assert await source_events(coordinator) == ["source.failed", "source.recovered"]
     states = await coordinator.store.orders.load([OrderKey("ccnow", "default", ids[3])])
     assert [s.status for s in states.values()] == ["completed"]

@@ -5,10 +5,16 @@ pass and failed the account before any witness was asked; the next probe recover
 through the witness rule as other outage failures do, and the orders it left unasked wait a
 backoff of their own, neither re-asked every tick nor counted as failed checks.
 
-Each test runs over several seeds of the schedule's jitter (the orders' next checks, which come
+Each test runs over a few seeds of the schedule's jitter (the orders' next checks, which come
 due together), at concurrency 1 so that answers arrive in one order: a seed is one schedule,
 the same on every run (at concurrency 2 one failed in three runs, the order of two answers in
-flight choosing another schedule each time)."""
+flight choosing another schedule each time). The seeds kept are the schedules that differ in
+what the tests check: ten seeds ran before; with the breaker's opening failing the account at
+once (the report's bug) every seed of both tests fails, and each test keeps an onset of either
+kind (seed 7's flaps once, failed and recovered, the others' do not); with the probe's
+witnesses undone (`CCVCoordinator._probe_due` asking its rotation alone) the recovery test
+fails on seeds 1, 5, 6, 7 and 8 only, so it keeps three of those (1 and 8 without an onset
+flap, 7 with one)."""
 
 from __future__ import annotations
 
@@ -34,12 +40,9 @@ IDS = [f"b4ea0000-0000-4000-8000-{n:012d}" for n in range(1, 21)]
 # (5 in a row); they open it once they come due together at their failures' backoff.
 BROKEN = [order_id for n, order_id in enumerate(IDS) if n % 5 != 4]
 HTTP_500 = Reply(500, '{"error": "server"}', "application/json")
-SEEDS = range(10)  # both tests, every seed (none left out)
-
-
-def seeds(count: int) -> list[int]:
-    """The first `count` SEEDS of the schedule's jitter."""
-    return list(SEEDS[:count])
+# Seeds of the schedule's jitter (see the module's docstring for why these).
+ONSET_SEEDS = [4, 7]  # an onset without a flap (4), with one (7)
+RECOVERY_SEEDS = [1, 7, 8]  # each stays failed when the probe asks its rotation alone
 
 
 @pytest.fixture
@@ -74,7 +77,7 @@ async def ccv(
         await store.close()
 
 
-@pytest.mark.parametrize("ccv", seeds(len(SEEDS)), indirect=True)
+@pytest.mark.parametrize("ccv", ONSET_SEEDS, indirect=True)
 async def test_most_orders_answering_500_open_the_breaker_without_failing_the_account(
     ccv: tuple[CCVCoordinator, Clock], fake_ccv: FakeCCV
 ) -> None:
@@ -103,7 +106,7 @@ async def test_most_orders_answering_500_open_the_breaker_without_failing_the_ac
     assert len(fake_ccv.requests) - before[1] < 700
 
 
-@pytest.mark.parametrize("ccv", seeds(len(SEEDS)), indirect=True)
+@pytest.mark.parametrize("ccv", RECOVERY_SEEDS, indirect=True)
 async def test_an_outage_opening_the_breaker_fails_the_account_once_and_recovers_once(
     ccv: tuple[CCVCoordinator, Clock], fake_ccv: FakeCCV
 ) -> None:
@@ -125,7 +128,7 @@ async def test_an_outage_opening_the_breaker_fails_the_account_once_and_recovers
     # order, one of the orders answering when the outage began: the rotation alone had asked
     # those through the outage, then orders failing on their own, one after another (seeds 4
     # and 7: still failed after 900 s). Taking turns with the rotation instead, the onset test
-    # of seed 7 stayed failed (`test_most_orders_...`): both run over every seed. It recovers
+    # of seed 7 stayed failed (`test_most_orders_...`): both run seed 7. It recovers
     # 12 s after the outage ends on every seed; 300 s then, not 900 s, for no second failure
     # (the flap came every 18 s or so): a third of the ticks.
     await run_daemon(coordinator, clock, 300)

@@ -38,9 +38,11 @@ async def test_resolve_during_a_429_wait_is_not_posted_again(
 
         assert (await post(f"{api}/orders", {"source": "ccnow", "order_id": B}))[0] in (200, 201)
         n0 = len(fake_ccnow.requests)
-        # Turned away, to be tried again within the post after 3 s. Every post naming B is
-        # (not a scripted answer, which the daemon's query of B may take first).
-        fake_ccnow.replies_for[B] = Reply(429, "Too Many Requests", headers={"Retry-After": "3"})
+        # Turned away, to be tried again within the post after 2 s (waited out: the post asks
+        # whether it was withdrawn after its wait; the resolve below comes in milliseconds).
+        # Every post naming B is (not a scripted answer, which the daemon's query of B may take
+        # first).
+        fake_ccnow.replies_for[B] = Reply(429, "Too Many Requests", headers={"Retry-After": "2"})
         shipping = asyncio.ensure_future(
             post(f"{api}/ccnow/actions", {"order_id": B, "action": "ship"})
         )
