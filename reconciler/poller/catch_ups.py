@@ -21,10 +21,16 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..model import OrderState
+
+if TYPE_CHECKING:
+    from .ccv import CCVCoordinator
+
+UNREAD_PAGE = 10000  # open order ids counted at a time
 
 
 @dataclass(frozen=True)
@@ -65,3 +71,19 @@ class CatchUps:
             or (s.failure_streak and s.next_check_at >= clock)
             or (s.tracked_at is not None and s.tracked_at >= clock)
         ]
+
+
+async def unread(ccv: CCVCoordinator, after: int, asked: Collection[str]) -> int:
+    """Count the open orders of a CCV account that its catch-up, stopped by the account's
+    failure (a breaker, a 401, a rest), did not come to: those of its pages after `after`, but
+    the ones it asked first (`asked`, the notified ones). Each is a failed check of the pass
+    (`PassReport.count_unanswered`): a breaker that opened in the notified orders, asked
+    first, left thousands unasked, and `catch-up.done` counted 20 checked, 20 failed."""
+    first, count, since = set(asked), 0, ccv.settled_since()  # as its pages, watched ones
+    while True:
+        ids, after = await ccv.store.orders.open_ids(
+            "ccv", ccv.account, after=after, limit=UNREAD_PAGE, settled_since=since
+        )
+        if not ids:
+            return count
+        count += sum(1 for i in ids if i not in first)

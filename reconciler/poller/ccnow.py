@@ -219,6 +219,19 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
             report.failed_sources[self.name] = state.last_error or "failed"
         return report
 
+    async def _open_ids(self) -> list[str]:
+        """Return every open order id of the account, read a page at a time."""
+        ids: list[str] = []
+        after = 0
+        since = self.settled_since()  # watched when it began
+        while True:
+            page, after = await self.store.orders.open_ids(
+                self.source, self.account, after=after, limit=self.page_orders, settled_since=since
+            )
+            if not page:
+                return ids
+            ids.extend(page)
+
     async def pending_list_pass(
         self,
         *,

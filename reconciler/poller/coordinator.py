@@ -27,7 +27,7 @@ from ..store.passes import remember_pass
 from .check_lines import log_started_failing
 from .clock_step import ClockSteps
 from .first_checks import FirstChecks
-from .health import Part, Verdict, health_event, next_health, probe_verdict, verdict
+from .health import Part, Verdict, health_event, is_stale, next_health, probe_verdict, verdict
 from .rests import record_rest
 
 if TYPE_CHECKING:
@@ -86,6 +86,9 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         # When the account's good health was last written or claimed (see `settle`).
         self._healthy_at: float | None = None
         self._probed: set[str] = set()  # asked by `_probe_due` since the account failed
+        # When the pass of the account's last flip began (`PassReport.began`): no pass in
+        # flight outlives the process.
+        self._flip_began: float | None = None
         self._first_checks = FirstChecks(self.store, self.source, self.account)
         self._steps = ClockSteps(self.store, self.source, config, rng=writer.rng)  # see _due
 
@@ -261,19 +264,6 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         if unanswered and (metrics := self.writer.metrics) is not None:
             metrics.observe_unanswered(self.source, self.account, unanswered)
 
-    async def _open_ids(self) -> list[str]:
-        """Return every open order id of the account, read a page at a time."""
-        ids: list[str] = []
-        after = 0
-        since = self.settled_since()  # watched when it began
-        while True:
-            page, after = await self.store.orders.open_ids(
-                self.source, self.account, after=after, limit=self.page_orders, settled_since=since
-            )
-            if not page:
-                return ids
-            ids.extend(page)
-
     async def _due(self, until: float, limit: int) -> list[OrderState]:
         await self._steps.check(self.now())  # checks planned before the clock was put back
         since = self.settled_since()  # then unwatched: never due
@@ -350,7 +340,8 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             async with store.transaction(urgent=via == "notification"):
                 state = await store.sources.state(self.source, self.account)
                 interval_s = self.config.poll_interval_s
-                new, flip = next_health(state, said, now=now, interval_s=interval_s)
+                stale = is_stale(report.began, self._flip_began)
+                new, flip = next_health(state, said, now=now, interval_s=interval_s, stale=stale)
                 await store.sources.save(new)
                 event = None
                 if flip is not None:
@@ -379,6 +370,8 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             self._healthy_at = None
             raise
         self._healthy_at = None if new.failing else now
+        if flip is not None:
+            self._flip_began = report.began
         if refailed is not None:
             refailed()
         if event is not None:
