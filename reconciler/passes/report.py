@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -73,6 +74,9 @@ class PassReport:
     # The pass stopped at the account's rest, which kept its request back (none was sent):
     # its failure is the rest's, counted once already (poller/health.py `Verdict.held`).
     rest_held: bool = False
+    # When the pass began, before any request of it (time.monotonic()): its answers are no
+    # older, and a pass begun before the account's last flip flips nothing back (`next_health`).
+    began: float = field(default_factory=time.monotonic, compare=False, repr=False)
 
     def count_unanswered(self, asked: int, error: str | None) -> int:
         """Count the orders asked of the provider that a failure of the whole account (`error`)

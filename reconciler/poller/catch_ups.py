@@ -27,13 +27,16 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from typing import TYPE_CHECKING
 
 from ..store.order_sql import CatchUpSince
 
 if TYPE_CHECKING:
     from ..store import Store
+    from .ccv import CCVCoordinator
+
+UNREAD_PAGE = 10000  # open order ids counted at a time
 
 
 class CatchUps:
@@ -71,3 +74,19 @@ class CatchUps:
             min(b.wall for b in running),
             min(b.last_id for b in running),
         )
+
+
+async def unread(ccv: CCVCoordinator, after: int, asked: Collection[str]) -> int:
+    """Count the open orders of a CCV account that its catch-up, stopped by the account's
+    failure (a breaker, a 401, a rest), did not come to: those of its pages after `after`, but
+    the ones it asked first (`asked`, the notified ones). Each is a failed check of the pass
+    (`PassReport.count_unanswered`): a breaker that opened in the notified orders, asked
+    first, left thousands unasked, and `catch-up.done` counted 20 checked, 20 failed."""
+    first, count, since = set(asked), 0, ccv.settled_since()  # as its pages, watched ones
+    while True:
+        ids, after = await ccv.store.orders.open_ids(
+            "ccv", ccv.account, after=after, limit=UNREAD_PAGE, settled_since=since
+        )
+        if not ids:
+            return count
+        count += sum(1 for i in ids if i not in first)

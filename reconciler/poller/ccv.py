@@ -29,6 +29,7 @@ from ..sources.rest import AccountRest
 from ..store.notified_orders import Notes
 from . import ccv_notified as notified
 from . import ccv_refused as refused
+from .catch_ups import unread
 from .ccv_probe import SharedProbe
 from .coordinator import HEALTHY_RECORDED_S, PAGE_ORDERS, Coordinator, Emit
 from .health import (
@@ -183,8 +184,7 @@ class CCVCoordinator(Coordinator[CCVSource]):
         """Give the orders a breaker left unasked a backoff of their own, a poll interval spread
         over 10 % of it: no answer, so no failed check nor `order.check_failed`, but else they
         were due again at once and asked on every tick."""
-        now, interval_s = self.now(), self.config.poll_interval_s
-        count = len(unasked)
+        now, interval_s, count = self.now(), self.config.poll_interval_s, len(unasked)
         planned = [
             (order_id, now + interval_s * (1 + 0.1 * n / count))
             for n, order_id in enumerate(unasked)
@@ -262,9 +262,7 @@ class CCVCoordinator(Coordinator[CCVSource]):
 
     async def _full_pass(self, *, via: Via, upto: int | None) -> PassReport:
         report = PassReport()
-        batcher = self._batcher(via, report)
-        store = self.store
-        asked = 0
+        batcher, store, asked = self._batcher(via, report), self.store, 0
         # Notified orders not answered yet first, end states too: a stop may have cut their
         # notification's check, and CCV does not call again.
         first = [s.key.order_id for s in await notified.due(self, every=True)]
@@ -273,14 +271,15 @@ class CCVCoordinator(Coordinator[CCVSource]):
             notified.seen(self, observation)
             await batcher.add(observation)
 
+        after = 0  # the last page it read: the orders after it were not asked
+
         async def ask() -> None:
-            nonlocal asked
+            nonlocal asked, after
             if first:
                 asked += len(first)
                 await refused.check_orders(self, first, add)
             # The pass holds each page it reads and hands it back with its batches (`load`
             # reads the page's rows instead of the database while the page is current).
-            after = 0
             while True:
                 page = batcher.page = await store.orders.page(
                     "ccv",
@@ -290,15 +289,16 @@ class CCVCoordinator(Coordinator[CCVSource]):
                     settled_since=self.settled_since(),
                     upto=upto,
                 )
+                after = page.after
                 if ids := [i for i in page.ids if i not in first] if first else page.ids:
                     asked += len(ids)
                     await refused.check_orders(self, ids, add)
                 if len(page.ids) < self.page_orders:
                     break  # the last page: no need to ask for the next one
-                after = page.after
 
         began = time.monotonic()
         error = await self._asking(ask, batcher)
+        asked += 0 if error is None else await unread(self, after, first)
         await notified.settle(self)
         self._count_unanswered(asked, report, error)
         if not asked and error is None:

@@ -28,7 +28,7 @@ from .catch_ups import CatchUps
 from .check_lines import log_started_failing
 from .clock_step import ClockSteps
 from .first_checks import FirstChecks
-from .health import Part, Verdict, health_event, next_health, probe_verdict, verdict
+from .health import Part, Verdict, health_event, is_stale, next_health, probe_verdict, verdict
 from .rests import record_rest
 
 if TYPE_CHECKING:
@@ -87,6 +87,9 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         # When the account's good health was last written or claimed (see `settle`).
         self._healthy_at: float | None = None
         self._probed: set[str] = set()  # asked by `_probe_due` since the account failed
+        # When the pass of the account's last flip began (`PassReport.began`): no pass in
+        # flight outlives the process.
+        self._flip_began: float | None = None
         self._first_checks = FirstChecks(self.store, self.source, self.account)
         self._steps = ClockSteps(self.store, self.source, config, rng=writer.rng)  # see _due
         # The account's catch-ups running in this process (CCV's `full_pass` holds one).
@@ -343,7 +346,8 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             async with store.transaction(urgent=via == "notification"):
                 state = await store.sources.state(self.source, self.account)
                 interval_s = self.config.poll_interval_s
-                new, flip = next_health(state, said, now=now, interval_s=interval_s)
+                stale = is_stale(report.began, self._flip_began)
+                new, flip = next_health(state, said, now=now, interval_s=interval_s, stale=stale)
                 await store.sources.save(new)
                 event = None
                 if flip is not None:
@@ -372,6 +376,8 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             self._healthy_at = None
             raise
         self._healthy_at = None if new.failing else now
+        if flip is not None:
+            self._flip_began = report.began
         if refailed is not None:
             refailed()
         if event is not None:

@@ -165,12 +165,15 @@ def next_health(
     *,
     now: float,
     interval_s: float,
+    stale: bool = False,
 ) -> tuple[SourceState, EventType | None]:
     """Apply a pass's verdicts to an account's health; return the new health and the flip.
 
     The account fails when a first part fails and recovers when its last failing part answers
     again: `source.failed` once, `source.recovered` once, whatever the parts do in between.
-    `interval_s`: the account's poll interval, which its backoff doubles.
+    `interval_s`: the account's poll interval, which its backoff doubles. `stale`: the pass
+    began before the pass of the account's last flip (`is_stale`): passes run together and
+    settle as they end, so its answers are older than that flip's, and flip nothing back.
     """
     parts = set(state.failing_parts)
     new = state
@@ -202,7 +205,10 @@ def next_health(
                 new = replace(new, failed_on_key=result.key_refused)
             if result.own_word:  # kept until the account recovers, whatever fails after
                 new = replace(new, failed_on_own_word=True)
-    probed = any(not result.ok and not (result.held and state.failing) for _, result in verdicts)
+    # Nor is a stale pass's failure: the outage it saw is the one the last flip's pass saw.
+    probed = not stale and any(
+        not result.ok and not (result.held and state.failing) for _, result in verdicts
+    )
     if probed and (not state.failing or now >= backoff_ends(state, interval_s=interval_s)):
         # One failure per probe, however many of its parts failed (a CCV probe tick's check and
         # probe): the backoff doubles per failed probe, as the README promises. A failure
@@ -220,11 +226,23 @@ def next_health(
             failed_on_own_word=False,
             failed_on_key=False,
         )
+    if stale and new.failing != state.failing:
+        # Answers sent before the outage, arriving after a newer pass failed the account, or
+        # requests hung from inside it, failing after a newer pass recovered it: else one
+        # outage gave several `source.failed` / `source.recovered` pairs.
+        return state, None
     if new.failing and not state.failing:
         return replace(new, episode=state.episode + 1), EventType.SOURCE_FAILED
     if state.failing and not new.failing:
         return new, EventType.SOURCE_RECOVERED
     return new, None
+
+
+def is_stale(began: float, flip_began: float | None) -> bool:
+    """Whether a pass that began at `began` began before the pass of the account's last flip
+    (`flip_began`, None when none flipped it in this process; one clock, the caller's): every
+    answer of it is then older than that flip's evidence."""
+    return flip_began is not None and began < flip_began
 
 
 def health_event(

@@ -296,6 +296,47 @@ def test_a_pass_flips_at_most_once() -> None:
     assert flip is None and state.failing_parts == {"checks"}
 
 
+def test_a_stale_pass_flips_nothing_back_and_counts_no_probe() -> None:
+    """A pass begun before the pass of the account's last flip (`stale`) settles as it ends:
+    its answers are older than that flip's, so they flip nothing back, and its failure while
+    failing is no probe; what does not flip applies as before."""
+    down = Verdict(False, "every check failed (timeout)")
+    failed, _ = next_health(
+        SourceState("ccv", "default"), [("checks", down)], now=NOW, interval_s=INTERVAL_S
+    )
+    state, flip = next_health(
+        failed, [("checks", Verdict(True))], now=NOW + 1, interval_s=INTERVAL_S, stale=True
+    )
+    assert (state, flip) == (failed, None)
+    later = NOW + 100 * INTERVAL_S  # the backoff over: a fresh failure would be a probe
+    state, flip = next_health(
+        failed, [("checks", down)], now=later, interval_s=INTERVAL_S, stale=True
+    )
+    assert flip is None and state.failure_streak == failed.failure_streak == 1
+    state, flip = next_health(failed, [("checks", down)], now=later, interval_s=INTERVAL_S)
+    assert flip is None and state.failure_streak == 2
+    answering = SourceState("ccv", "default")
+    state, flip = next_health(
+        answering, [("checks", down)], now=NOW, interval_s=INTERVAL_S, stale=True
+    )
+    assert (state, flip) == (answering, None)
+    state, flip = next_health(
+        answering, [("checks", Verdict(True))], now=NOW, interval_s=INTERVAL_S, stale=True
+    )
+    assert flip is None and state.last_success == NOW
+    # A part cleared while another still fails the account: no flip, so it applies.
+    both, _ = next_health(
+        SourceState("ccnow", "default"),
+        [("pending_list", Verdict(False, "x")), ("checks", down)],
+        now=NOW,
+        interval_s=INTERVAL_S,
+    )
+    state, flip = next_health(
+        both, [("pending_list", Verdict(True))], now=NOW + 1, interval_s=INTERVAL_S, stale=True
+    )
+    assert flip is None and state.failing_parts == {"checks"}
+
+
 def test_health_events_name_the_reason_and_keep_their_ids() -> None:
     before = SourceState("ccv", "default")
     failed, flip = next_health(
