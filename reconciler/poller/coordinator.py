@@ -87,9 +87,8 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         # When the account's good health was last written or claimed (see `settle`).
         self._healthy_at: float | None = None
         self._probed: set[str] = set()  # asked by `_probe_due` since the account failed
-        # When the pass of the account's last flip began (`PassReport.began`): no pass in
-        # flight outlives the process.
-        self._flip_began: float | None = None
+        # When its last flip was written (time.monotonic(), as `PassReport.began`; `is_stale`).
+        self._flipped_at: float | None = None
         self._first_checks = FirstChecks(self.store, self.source, self.account)
         self._steps = ClockSteps(self.store, self.source, config, rng=writer.rng)  # see _due
         # The account's catch-ups running in this process (CCV's `full_pass` holds one).
@@ -303,7 +302,8 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         `source.failed` when it starts failing, one `source.recovered` when it answers again."""
         # A pass that began or lengthened the rest failed for it, though a request of it was
         # kept back (concurrent checks): only one kept back whole is the rest's alone.
-        held = not await record_rest(self) and report.rest_held
+        rested = await record_rest(self)
+        held = not rested and report.rest_held
         said = [
             (part, replace(v, held=held) if held and not v.ok else v)
             for part, v in verdicts
@@ -313,7 +313,9 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             if not v.ok:
                 report.failed_sources[self.name] = v.reason or "failed"
         outage, report.outage_failures = report.outage_failures, []
-        failing = await self._settle_health(said, outage, via=via, report=report)
+        # A rest this pass met is news however old the pass: CCV's 429 came after the flip.
+        stale = not rested and is_stale(report.began, self._flipped_at)
+        failing = await self._settle_health(said, outage, via=via, report=report, stale=stale)
         # Taken after the health: an account that recovers notes its pass's failures again.
         started_failing, report.started_failing = report.started_failing, []
         more, report.started_failing_more = report.started_failing_more, Counter()
@@ -330,14 +332,16 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         *,
         via: Via,
         report: PassReport,
+        stale: bool,
     ) -> bool | None:
         """Write the account's health after a pass's verdicts; return whether it is failing now
         (None: the pass said nothing about it). `outage`: the pass's checks that failed while
-        the account was failing."""
+        the account was failing. `stale` (`is_stale`): it claims no write of good health, which a
+        newer pass's recovery would wait for."""
         if not said:
             return None
         now = self.now()
-        if self._written_healthy(said, now):
+        if not stale and self._written_healthy(said, now):
             return False  # a burst of hints writes the account's good health once, not each time
         store = self.store
         refailed: Callable[[], None] | None = None
@@ -346,23 +350,16 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             async with store.transaction(urgent=via == "notification"):
                 state = await store.sources.state(self.source, self.account)
                 interval_s = self.config.poll_interval_s
-                stale = is_stale(report.began, self._flip_began)
                 new, flip = next_health(state, said, now=now, interval_s=interval_s, stale=stale)
                 await store.sources.save(new)
                 event = None
                 if flip is not None:
-                    failed = None
+                    why, sid = None, store.store_id  # why: what its source.failed named
                     if flip is EventType.SOURCE_RECOVERED:
                         latest = await store.events.latest_failed(self.source, self.account)
-                        failed = None if latest is None else latest[1]
+                        why = None if latest is None else latest[1]
                     event = health_event(
-                        state,
-                        new,
-                        flip,
-                        now=now,
-                        via=via,
-                        store_id=store.store_id,
-                        failed_reason=failed,
+                        state, new, flip, now=now, via=via, store_id=sid, failed_reason=why
                     )
                     await store.events.add([event])
                 if flip is EventType.SOURCE_RECOVERED:
@@ -377,7 +374,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             raise
         self._healthy_at = None if new.failing else now
         if flip is not None:
-            self._flip_began = report.began
+            self._flipped_at = time.monotonic()
         if refailed is not None:
             refailed()
         if event is not None:

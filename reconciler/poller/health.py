@@ -172,8 +172,8 @@ def next_health(
     The account fails when a first part fails and recovers when its last failing part answers
     again: `source.failed` once, `source.recovered` once, whatever the parts do in between.
     `interval_s`: the account's poll interval, which its backoff doubles. `stale`: the pass
-    began before the pass of the account's last flip (`is_stale`): passes run together and
-    settle as they end, so its answers are older than that flip's, and flip nothing back.
+    began before the account's last flip was written (`is_stale`): passes run together and
+    settle as they end, so its answers may be older than that flip's, and flip nothing back.
     """
     parts = set(state.failing_parts)
     new = state
@@ -238,11 +238,13 @@ def next_health(
     return new, None
 
 
-def is_stale(began: float, flip_began: float | None) -> bool:
-    """Whether a pass that began at `began` began before the pass of the account's last flip
-    (`flip_began`, None when none flipped it in this process; one clock, the caller's): every
-    answer of it is then older than that flip's evidence."""
-    return flip_began is not None and began < flip_began
+def is_stale(began: float, flipped_at: float | None) -> bool:
+    """Whether a pass that began at `began` began before the account's last flip was written
+    (`flipped_at`, None when none flipped it in this process; one clock, the caller's): its
+    answers may be older than the flip's, whose pass may have begun before it (a catch-up
+    failing the account at its end, a notification's check answered before the outage
+    ending after it)."""
+    return flipped_at is not None and began < flipped_at
 
 
 def health_event(

@@ -115,3 +115,60 @@ async def test_a_pass_hung_in_the_outage_does_not_fail_the_account_after_it_reco
     await older
     assert await account_events(coordinator) == ONE_OUTAGE
     assert not (await coordinator.store.sources.state("ccv", "default")).failing
+
+
+async def test_a_rest_met_by_a_pass_begun_before_the_recovery_fails_the_account(
+    ccv: tuple[CCVCoordinator, Clock], fake_ccv: FakeCCV
+) -> None:
+    coordinator, clock = ccv
+    fake_ccv.orders = dict.fromkeys(IDS, "New")
+    fake_ccv.always = HTTP_500  # the outage fails the account
+    await coordinator.check(IDS[:2], via="notification")
+
+    clock.now += 1
+    fake_ccv.always = Reply(429, "slow down", headers={"Retry-After": "600"})
+    older = await held_pass(fake_ccv, coordinator.check(IDS[2:3], via="notification"), 1)
+
+    clock.now += 1
+    fake_ccv.always = None  # a newer pass recovers the account
+    await coordinator.check(IDS[:1], via="notification")
+    assert await account_events(coordinator) == ONE_OUTAGE
+
+    clock.now += 1
+    fake_ccv.release.set()  # the older pass ends with CCV's 429: a rest is news however old
+    await older
+    assert await account_events(coordinator) == [*ONE_OUTAGE, "source.failed"]
+    state = await coordinator.store.sources.state("ccv", "default")
+    assert state.failing and state.rest_until is not None
+
+
+async def test_a_pass_begun_after_a_long_pass_began_but_before_it_failed_the_account_is_old(
+    ccv: tuple[CCVCoordinator, Clock], fake_ccv: FakeCCV
+) -> None:
+    coordinator, clock = ccv
+    fake_ccv.orders = dict.fromkeys(IDS, "New")
+    fake_ccv.always, fake_ccv.hold = HTTP_500, asyncio.Event()
+    # A catch-up begins; its requests wait (the outage will answer them).
+    catch_up = asyncio.ensure_future(coordinator.full_pass(via="catch-up"))
+    await fake_ccv.wait_until(lambda: len(fake_ccv.requests) == 1)
+
+    clock.now += 1
+    # A notification's check begins after it, and CCV answers it before the outage.
+    fake_ccv.always, fake_ccv.answer_late = None, lambda seen: len(fake_ccv.requests) == 2
+    notified = asyncio.ensure_future(coordinator.check(IDS[:1], via="notification"))
+    await fake_ccv.wait_until(lambda: len(fake_ccv.requests) == 2)
+
+    clock.now += 1
+    fake_ccv.always, fake_ccv.answer_late = HTTP_500, None
+    fake_ccv.hold.set()  # the outage answers the catch-up, which fails the account at its end
+    await catch_up
+    assert await account_events(coordinator) == ["source.failed"]
+
+    fake_ccv.release.set()  # the notification's answer, older than that failure, comes last
+    await notified
+    assert await account_events(coordinator) == ["source.failed"]
+
+    clock.now += 1
+    fake_ccv.always = None  # the outage ends: a pass begun now recovers the account
+    await coordinator.check(IDS[1:3], via="notification")
+    assert await account_events(coordinator) == ONE_OUTAGE
