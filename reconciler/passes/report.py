@@ -74,6 +74,9 @@ class PassReport:
     # The pass stopped at the account's rest, which kept its request back (none was sent):
     # its failure is the rest's, counted once already (poller/health.py `Verdict.held`).
     rest_held: bool = False
+    # The provider asked this pass's request to wait (a 429's Retry-After): news however old
+    # the pass, unlike its answers (`Coordinator._settle_health`).
+    rest_met: bool = False
     # When the pass began, before any request of it (time.monotonic()): its answers are no
     # older, and a pass begun before the account's last flip flips nothing back (`next_health`).
     began: float = field(default_factory=time.monotonic, compare=False, repr=False)

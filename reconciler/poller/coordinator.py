@@ -254,6 +254,8 @@ class Coordinator(abc.ABC, Generic[ClientT]):
                 await batcher.flush()
                 if isinstance(exc, RestAsked) and exc.held:
                     batcher.report.rest_held = True
+                elif isinstance(exc, RestAsked):
+                    batcher.report.rest_met = True
             error = self.reason(exc)
         finally:
             for batcher in batchers:
@@ -302,8 +304,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         `source.failed` when it starts failing, one `source.recovered` when it answers again."""
         # A pass that began or lengthened the rest failed for it, though a request of it was
         # kept back (concurrent checks): only one kept back whole is the rest's alone.
-        rested = await record_rest(self)
-        held = not rested and report.rest_held
+        held = not await record_rest(self) and report.rest_held
         said = [
             (part, replace(v, held=held) if held and not v.ok else v)
             for part, v in verdicts
@@ -313,9 +314,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             if not v.ok:
                 report.failed_sources[self.name] = v.reason or "failed"
         outage, report.outage_failures = report.outage_failures, []
-        # A rest this pass met is news however old the pass: CCV's 429 came after the flip.
-        stale = not rested and is_stale(report.began, self._flipped_at)
-        failing = await self._settle_health(said, outage, via=via, report=report, stale=stale)
+        failing = await self._settle_health(said, outage, via=via, report=report)
         # Taken after the health: an account that recovers notes its pass's failures again.
         started_failing, report.started_failing = report.started_failing, []
         more, report.started_failing_more = report.started_failing_more, Counter()
@@ -332,16 +331,21 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         *,
         via: Via,
         report: PassReport,
-        stale: bool,
     ) -> bool | None:
         """Write the account's health after a pass's verdicts; return whether it is failing now
         (None: the pass said nothing about it). `outage`: the pass's checks that failed while
-        the account was failing. `stale` (`is_stale`): it claims no write of good health, which a
-        newer pass's recovery would wait for."""
+        the account was failing. A pass begun before the last flip (`is_stale`; but one that met
+        a rest, news however old the pass) flips nothing back, told once it holds the writer (a
+        notification's pass goes first), and claims no write of good health (a newer pass's
+        recovery would wait for it)."""
         if not said:
             return None
         now = self.now()
-        if not stale and self._written_healthy(said, now):
+
+        def stale() -> bool:
+            return not report.rest_met and is_stale(report.began, self._flipped_at)
+
+        if not stale() and self._written_healthy(said, now):
             return False  # a burst of hints writes the account's good health once, not each time
         store = self.store
         refailed: Callable[[], None] | None = None
@@ -350,7 +354,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             async with store.transaction(urgent=via == "notification"):
                 state = await store.sources.state(self.source, self.account)
                 interval_s = self.config.poll_interval_s
-                new, flip = next_health(state, said, now=now, interval_s=interval_s, stale=stale)
+                new, flip = next_health(state, said, now=now, interval_s=interval_s, stale=stale())
                 await store.sources.save(new)
                 event = None
                 if flip is not None:

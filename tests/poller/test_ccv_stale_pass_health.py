@@ -172,3 +172,26 @@ async def test_a_pass_begun_after_a_long_pass_began_but_before_it_failed_the_acc
     fake_ccv.always = None  # the outage ends: a pass begun now recovers the account
     await coordinator.check(IDS[1:3], via="notification")
     assert await account_events(coordinator) == ONE_OUTAGE
+
+
+async def test_an_old_pass_settling_first_after_another_met_a_rest_recovers_nothing(
+    ccv: tuple[CCVCoordinator, Clock], fake_ccv: FakeCCV
+) -> None:
+    coordinator, clock = ccv
+    fake_ccv.orders = dict.fromkeys(IDS, "New")
+    # Asked while CCV answered; its answer comes late.
+    older = await held_pass(fake_ccv, coordinator.check(IDS[:1], via="notification"), 1)
+
+    clock.now += 1
+    fake_ccv.always = HTTP_500  # the outage begins; a newer pass fails the account
+    await coordinator.check(IDS[1:3], via="notification")
+    assert await account_events(coordinator) == ["source.failed"]
+
+    # Another pass's request is answered 429 (the client notes the account's rest), and the
+    # old pass settles before that one: the rest is the account's, not the old pass's news.
+    assert coordinator.rest.asked(600, 429, cap_s=1.0) is not None
+    fake_ccv.release.set()
+    await older
+    assert await account_events(coordinator) == ["source.failed"]
+    state = await coordinator.store.sources.state("ccv", "default")
+    assert state.failing and state.rest_until is not None
