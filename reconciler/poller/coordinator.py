@@ -304,7 +304,8 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         `source.failed` when it starts failing, one `source.recovered` when it answers again."""
         # A pass that began or lengthened the rest failed for it, though a request of it was
         # kept back (concurrent checks): only one kept back whole is the rest's alone.
-        held = not await record_rest(self) and report.rest_held
+        rested = await record_rest(self)
+        held = not rested and report.rest_held
         said = [
             (part, replace(v, held=held) if held and not v.ok else v)
             for part, v in verdicts
@@ -314,7 +315,9 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             if not v.ok:
                 report.failed_sources[self.name] = v.reason or "failed"
         outage, report.outage_failures = report.outage_failures, []
-        failing = await self._settle_health(said, outage, via=via, report=report)
+        kept = self.rest.failure(held=False) if rested or report.rest_met else None
+        rest = None if kept is None else self.reason(kept)
+        failing = await self._settle_health(said, outage, via=via, report=report, rest=rest)
         # Taken after the health: an account that recovers notes its pass's failures again.
         started_failing, report.started_failing = report.started_failing, []
         more, report.started_failing_more = report.started_failing_more, Counter()
@@ -331,21 +334,15 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         *,
         via: Via,
         report: PassReport,
+        rest: str | None,
     ) -> bool | None:
         """Write the account's health after a pass's verdicts; return whether it is failing now
-        (None: the pass said nothing about it). `outage`: the pass's checks that failed while
-        the account was failing. A pass begun before the last flip (`is_stale`; but one that met
-        a rest, news however old the pass) flips nothing back, told once it holds the writer (a
-        notification's pass goes first), and claims no write of good health (a newer pass's
-        recovery would wait for it)."""
+        (None: it said nothing). `outage`: its checks that failed while the account was failing.
+        One begun before the last flip (`is_stale`, told in the writer) claims no good health."""
         if not said:
             return None
         now = self.now()
-
-        def stale() -> bool:
-            return not report.rest_met and is_stale(report.began, self._flipped_at)
-
-        if not stale() and self._written_healthy(said, now):
+        if not is_stale(report.began, self._flipped_at) and self._written_healthy(said, now):
             return False  # a burst of hints writes the account's good health once, not each time
         store = self.store
         refailed: Callable[[], None] | None = None
@@ -354,7 +351,10 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             async with store.transaction(urgent=via == "notification"):
                 state = await store.sources.state(self.source, self.account)
                 interval_s = self.config.poll_interval_s
-                new, flip = next_health(state, said, now=now, interval_s=interval_s, stale=stale())
+                stale = is_stale(report.began, self._flipped_at)
+                new, flip = next_health(
+                    state, said, now=now, interval_s=interval_s, stale=stale, rest=rest
+                )
                 await store.sources.save(new)
                 event = None
                 if flip is not None:

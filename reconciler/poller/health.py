@@ -166,6 +166,7 @@ def next_health(
     now: float,
     interval_s: float,
     stale: bool = False,
+    rest: str | None = None,
 ) -> tuple[SourceState, EventType | None]:
     """Apply a pass's verdicts to an account's health; return the new health and the flip.
 
@@ -174,7 +175,9 @@ def next_health(
     `interval_s`: the account's poll interval, which its backoff doubles. `stale`: the pass
     began before the account's last flip was written (`is_stale`): passes run together and
     settle as they end, so its answers may be older than that flip's, and flip nothing back.
+    `rest`: the reason of a rest it met or recorded, news however old it is (`rest_is_news`).
     """
+    verdicts, stale = rest_is_news(verdicts, stale=stale, rest=rest)
     parts = set(state.failing_parts)
     new = state
     for part, result in verdicts:
@@ -245,6 +248,22 @@ def is_stale(began: float, flipped_at: float | None) -> bool:
     failing the account at its end, a notification's check answered before the outage
     ending after it)."""
     return flipped_at is not None and began < flipped_at
+
+
+def rest_is_news(
+    said: Sequence[tuple[Part, Verdict]], *, stale: bool, rest: str | None
+) -> tuple[list[tuple[Part, Verdict]], bool]:
+    """Return a pass's verdicts and whether it is stale, given the rest it met or recorded
+    (`rest`, its reason; None: none). A rest is news however old the pass: its failures fail
+    the account (a stale pass's answers still recover nothing), and a pass that recorded the
+    rest of another's 429 (whichever settles first takes it) fails the account for it, else
+    it rested answering when the one that met it was stale."""
+    if rest is None:
+        return list(said), stale
+    failures = [(part, v) for part, v in said if not v.ok]
+    if stale:
+        return failures or [("checks", Verdict(False, rest))], False
+    return (list(said) if failures else [*said, ("checks", Verdict(False, rest))]), False
 
 
 def health_event(

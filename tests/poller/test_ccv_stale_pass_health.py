@@ -195,3 +195,20 @@ async def test_an_old_pass_settling_first_after_another_met_a_rest_recovers_noth
     assert await account_events(coordinator) == ["source.failed"]
     state = await coordinator.store.sources.state("ccv", "default")
     assert state.failing and state.rest_until is not None
+
+
+async def test_a_rest_another_pass_met_fails_the_account_through_the_pass_that_records_it(
+    ccv: tuple[CCVCoordinator, Clock], fake_ccv: FakeCCV
+) -> None:
+    coordinator, _ = ccv
+    fake_ccv.orders = dict.fromkeys(IDS, "New")
+    older = await held_pass(fake_ccv, coordinator.check(IDS[:1], via="notification"), 1)
+    # Another pass's request is answered 429; this one, all answered, settles first and
+    # records the rest: the account rests, so it fails, whichever pass says so.
+    assert coordinator.rest.asked(600, 429, cap_s=1.0) is not None
+    fake_ccv.release.set()
+    await older
+    assert await account_events(coordinator) == ["source.failed"]
+    state = await coordinator.store.sources.state("ccv", "default")
+    assert state.failing and state.rest_until is not None
+    assert state.last_error is not None and state.last_error.startswith("http 429")

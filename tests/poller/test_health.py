@@ -17,6 +17,7 @@ from reconciler.poller import (
     probe_verdict,
     verdict,
 )
+from reconciler.poller.health import Part, rest_is_news
 from reconciler.store.sources import mask_parts, parts_mask
 
 NOW = 1_800_000_000.0
@@ -373,3 +374,14 @@ def test_failing_parts_survive_the_store(parts: frozenset[str]) -> None:
 
 def test_a_store_of_an_older_version_reads_as_failing_checks() -> None:
     assert mask_parts(1) == {"checks"}
+
+
+def test_a_rest_is_news_however_old_the_pass() -> None:
+    ok: tuple[Part, Verdict] = ("checks", Verdict(True))
+    down: tuple[Part, Verdict] = ("checks", Verdict(False, "http 500"))
+    rest: tuple[Part, Verdict] = ("checks", Verdict(False, "http 429: resting"))
+    assert rest_is_news([ok], stale=True, rest=None) == ([ok], True)
+    assert rest_is_news([ok], stale=True, rest="http 429: resting") == ([rest], False)
+    assert rest_is_news([ok, down], stale=True, rest="http 429: resting") == ([down], False)
+    assert rest_is_news([ok], stale=False, rest="http 429: resting") == ([ok, rest], False)
+    assert rest_is_news([down], stale=False, rest="http 429: resting") == ([down], False)
