@@ -337,12 +337,12 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         rest: str | None,
     ) -> bool | None:
         """Write the account's health after a pass's verdicts; return whether it is failing now
-        (None: it said nothing). `outage`: its checks that failed while the account was failing.
-        One begun before the last flip (`is_stale`, told in the writer) claims no good health."""
+        (None: it said nothing). `outage`: its checks that failed while the account failed."""
         if not said:
             return None
         now = self.now()
-        if not is_stale(report.began, self._flipped_at) and self._written_healthy(said, now):
+        fresh = rest is None and not is_stale(report.began, self._flipped_at)  # nor a rest's news
+        if fresh and self._written_healthy(said, now):
             return False  # a burst of hints writes the account's good health once, not each time
         store = self.store
         refailed: Callable[[], None] | None = None

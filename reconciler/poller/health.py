@@ -257,13 +257,16 @@ def rest_is_news(
     (`rest`, its reason; None: none). A rest is news however old the pass: its failures fail
     the account (a stale pass's answers still recover nothing), and a pass that recorded the
     rest of another's 429 (whichever settles first takes it) fails the account for it, else
-    it rested answering when the one that met it was stale."""
-    if rest is None:
+    it rested answering when the one that met it was stale. That failure is of the pass's own
+    part, which its next answer clears (a CCNow account's pending list, with no order to
+    query, would never clear its checks)."""
+    if rest is None or not said:
         return list(said), stale
     failures = [(part, v) for part, v in said if not v.ok]
+    resting = (said[0][0], Verdict(False, rest))
     if stale:
-        return failures or [("checks", Verdict(False, rest))], False
-    return (list(said) if failures else [*said, ("checks", Verdict(False, rest))]), False
+        return failures or [resting], False
+    return (list(said) if failures else [*said, resting]), False
 
 
 def health_event(

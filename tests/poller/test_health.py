@@ -385,3 +385,17 @@ def test_a_rest_is_news_however_old_the_pass() -> None:
     assert rest_is_news([ok, down], stale=True, rest="http 429: resting") == ([down], False)
     assert rest_is_news([ok], stale=False, rest="http 429: resting") == ([ok, rest], False)
     assert rest_is_news([down], stale=False, rest="http 429: resting") == ([down], False)
+
+
+def test_a_rests_failure_is_of_the_pass_s_own_part_which_its_next_answer_clears() -> None:
+    # A CCNow poll of the pending list alone (no order to query) records another request's
+    # rest: its failure is the list's, which the list's next answer ends; the checks' would
+    # stay failing with no check to clear it.
+    listed: tuple[Part, Verdict] = ("pending_list", Verdict(True))
+    said, stale = rest_is_news([listed], stale=False, rest="http 429: resting")
+    assert said == [listed, ("pending_list", Verdict(False, "http 429: resting"))] and not stale
+    state = SourceState(source="ccnow", account="default")
+    failed, flip = next_health(state, said, now=NOW, interval_s=INTERVAL_S)
+    assert flip is EventType.SOURCE_FAILED
+    _, flip = next_health(failed, [listed], now=NOW + 700, interval_s=INTERVAL_S)
+    assert flip is EventType.SOURCE_RECOVERED
