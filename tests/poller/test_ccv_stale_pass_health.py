@@ -67,18 +67,25 @@ async def held_pass(
     return held
 
 
-async def test_a_pass_answered_before_the_outage_does_not_recover_the_account_after_it_failed(
-    ccv: tuple[CCVCoordinator, Clock], fake_ccv: FakeCCV
-) -> None:
-    coordinator, clock = ccv
+async def _answered_then_outdone(
+    coordinator: CCVCoordinator, clock: Clock, fake_ccv: FakeCCV
+) -> asyncio.Future[PassReport]:
+    """Start a pass that CCV answers, its answer held; then, the outage begun, fail the account
+    with a newer pass; return the older one, to be released."""
     fake_ccv.orders = dict.fromkeys(IDS, "New")
-    # Asked while CCV answered; its answer comes late.
     older = await held_pass(fake_ccv, coordinator.check(IDS[:1], via="notification"), 1)
-
     clock.now += 1
     fake_ccv.always = HTTP_500  # the outage begins; a newer pass fails the account
     await coordinator.check(IDS[1:3], via="notification")
     assert await account_events(coordinator) == ["source.failed"]
+    return older
+
+
+async def test_a_pass_answered_before_the_outage_does_not_recover_the_account_after_it_failed(
+    ccv: tuple[CCVCoordinator, Clock], fake_ccv: FakeCCV
+) -> None:
+    coordinator, clock = ccv
+    older = await _answered_then_outdone(coordinator, clock, fake_ccv)
 
     clock.now += 1
     fake_ccv.release.set()  # the older pass ends: its answer predates the failure
@@ -178,14 +185,7 @@ async def test_an_old_pass_settling_first_after_another_met_a_rest_recovers_noth
     ccv: tuple[CCVCoordinator, Clock], fake_ccv: FakeCCV
 ) -> None:
     coordinator, clock = ccv
-    fake_ccv.orders = dict.fromkeys(IDS, "New")
-    # Asked while CCV answered; its answer comes late.
-    older = await held_pass(fake_ccv, coordinator.check(IDS[:1], via="notification"), 1)
-
-    clock.now += 1
-    fake_ccv.always = HTTP_500  # the outage begins; a newer pass fails the account
-    await coordinator.check(IDS[1:3], via="notification")
-    assert await account_events(coordinator) == ["source.failed"]
+    older = await _answered_then_outdone(coordinator, clock, fake_ccv)
 
     # Another pass's request is answered 429 (the client notes the account's rest), and the
     # old pass settles before that one: the rest is the account's, not the old pass's news.
