@@ -42,21 +42,26 @@ def toml_error(text: str, message: str) -> tuple[str, str]:
     lines = text.removeprefix("\ufeff").splitlines()
     number = int(where.group(1)) if where.group(1) else len(lines)
     line = lines[number - 1] if 0 < number <= len(lines) else ""
+    table, outside = _table(lines[: max(number - 1, 0)])
+    if not outside:
+        # The line begins inside a value (the last line of a multi-line string or array set
+        # twice): its text may look like a key or a header (`  ["ccv"]]`), or be a secret.
+        return "-", f"invalid TOML: {message}"
     assignment = _ASSIGNMENT.match(line)
     if assignment is None:
         if (header := _HEADER.match(line)) is not None:
             key = ".".join(_parts(header.group(1)))
             return key, f"invalid TOML: {message}: a value set before would be overwritten"
         return "-", f"invalid TOML: {message}"
-    table = _table(lines[: max(number - 1, 0)])
     key = ".".join(_parts(table or "") + _parts(assignment.group(1)))
     # Said as tomllib says it: `a = 1` then `a.b = 2` overwrites `a`, no key given twice.
     return key, f"invalid TOML: {message}: a value set before would be overwritten"
 
 
-def _table(lines: list[str]) -> str | None:
+def _table(lines: list[str]) -> tuple[str | None, bool]:
     """The last table header of `lines`, read only from a line that starts outside every
-    string, array and inline table (a multi-line string's text may look like a header)."""
+    string, array and inline table (a multi-line string's text may look like a header), and
+    whether the line after `lines` starts outside them too."""
     table, depth, inside = None, 0, ""
     for line in lines:
         if not inside and depth == 0 and (header := _HEADER.match(line)):
@@ -80,7 +85,7 @@ def _table(lines: list[str]) -> str | None:
                 depth += 1
             elif word in "]}":
                 depth -= 1
-    return table
+    return table, not inside and depth == 0
 
 
 def _parts(dotted: str) -> list[str]:

@@ -95,6 +95,24 @@ def test_a_table_given_twice_is_named(tmp_path: Path, text: str, key: str) -> No
     assert error.problem.startswith("invalid TOML: Cannot ")
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        # A value set twice whose last line, inside the value, looks like a header.
+        'a = 1\na = [\n  ["ccv"]]\n' + CCV,
+        CCV + 'command = 1\ncommand = """\nrm x\n[ "SECRETWORD" ]"""\n',
+        # ... or like a key: its text (a secret's, say) is never taken for one.
+        CCV + 'password = 1\npassword = """\nSECRETWORD = x"""\n',
+    ],
+)
+def test_a_value_set_twice_ending_inside_a_string_names_no_text_of_it(
+    tmp_path: Path, text: str
+) -> None:
+    error = load_error(tmp_path, text)
+    assert error.key == "-"
+    assert "SECRETWORD" not in str(error) and "ccv" not in error.key
+
+
 def test_a_toml_error_naming_nothing_keeps_the_dash(tmp_path: Path) -> None:
     error = load_error(tmp_path, CCV + "= 1\n")
     assert error.key == "-"
