@@ -39,7 +39,9 @@ def toml_error(text: str, message: str) -> tuple[str, str]:
     where = _WHERE.search(message)
     if not message.startswith("Cannot overwrite a value") or where is None:
         return "-", f"invalid TOML: {message}"
-    lines = text.removeprefix("\ufeff").splitlines()
+    # Lines as tomllib counts them: at "\n" alone (splitlines would also break at U+2028 or
+    # NEL inside a string or comment, and point at the wrong line's text).
+    lines = [line.removesuffix("\r") for line in text.removeprefix("\ufeff").split("\n")]
     number = int(where.group(1)) if where.group(1) else len(lines)
     line = lines[number - 1] if 0 < number <= len(lines) else ""
     table, outside = _table(lines[: max(number - 1, 0)])

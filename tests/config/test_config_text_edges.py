@@ -113,6 +113,23 @@ def test_a_value_set_twice_ending_inside_a_string_names_no_text_of_it(
     assert "SECRETWORD" not in str(error) and "ccv" not in error.key
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        CCV + 'a = 1\nx = "foo\u2028SECRETWORD = 1"\na = 2\n',
+        CCV + 'a = 1\nx = "foo\u2028[SECRETWORD]"\na = 2\n',
+        CCV + "a = 1 # x\x85[SECRETWORD]\na = 2\n",
+    ],
+)
+def test_a_line_separator_inside_a_string_or_comment_breaks_no_line(
+    tmp_path: Path, text: str
+) -> None:
+    # The parser counts lines at "\n" alone: the key set twice is named, no text of the string.
+    error = load_error(tmp_path, text)
+    assert error.key == "ccv.a"
+    assert "SECRETWORD" not in str(error)
+
+
 def test_a_toml_error_naming_nothing_keeps_the_dash(tmp_path: Path) -> None:
     error = load_error(tmp_path, CCV + "= 1\n")
     assert error.key == "-"
