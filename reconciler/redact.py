@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 
 from .config import Config, MissingSecret, Secret
-from .secret_encodings import atom, encodings, lower
+from .secret_encodings import atom, encodings, lower, whole_encodings
 
 MASK = "***"
 # A text that ends with this many characters of a secret, or more, was cut inside the secret.
@@ -207,8 +207,9 @@ def secret_forms(secrets: frozenset[str]) -> SecretForms | None:
     if not forms:
         return None
     lowered = {lower(form) for form in forms}
+    whole = {form for secret in secrets for form in whole_encodings(secret)}
     # Longest first, so that a form is never masked only in part by a shorter one.
-    alternatives = "|".join(map(re.escape, sorted(lowered, key=lambda f: (-len(f), f))))
+    alternatives = "|".join(map(re.escape, sorted(lowered | whole, key=lambda f: (-len(f), f))))
     heads = {form[:MIN_BODY_FRAGMENT] for form in lowered if len(form) > MIN_BODY_FRAGMENT}
     # A lookahead: a head that begins inside another one ("aaaaaaaaaX" in "aaaaaaaaaaaX") is
     # found too.

@@ -46,6 +46,13 @@ def encodings(secret: str) -> frozenset[str]:
     return frozenset(form for form in forms if form)
 
 
+def whole_encodings(secret: str) -> frozenset[str]:
+    """The forms a secret is masked in only whole, never as a start cut short: its UTF-8 bytes
+    in hex (`50524f...`; either case, as the search is of a lower-cased text). A start of it
+    is digits often enough (`503` for `P3...`) that a text ending in a number would lose it."""
+    return frozenset({secret.encode("utf-8", "surrogatepass").hex()} if secret else ())
+
+
 def _escaped(secret: str, *, keep: Callable[[str], bool]) -> str:
     """`secret` percent-encoded as UTF-8, every character but the ASCII ones `keep` keeps."""
     return "".join(c if c.isascii() and keep(c) else percent(c).upper() for c in secret)

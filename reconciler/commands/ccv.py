@@ -15,6 +15,7 @@ from ..logs import say
 from ..redact import Secrets, config_secrets, given_secrets, text_forms
 from ..writes.body_secrets import SENT_SECRET, secret_at, secret_problems
 from ..writes.pricing import blocking, check_pricing
+from ..writes.submit_body import BadSubmission, prepare
 from ..writes.submit_prices import REFUSED, cart_problems
 from .accounts import choose_account
 from .input import order_ids, read_json, reference_given
@@ -71,7 +72,7 @@ def _known_secrets(args: argparse.Namespace) -> Secrets | None:
 async def ccv_command(config: Config, args: argparse.Namespace) -> int:
     """`ccv submit` or `ccv resolve` (`ccv check-pricing` needs no config)."""
     if args.ccv_command == "resolve":
-        from .ccv_submit import resolve_command
+        from .ccv_resolve import resolve_command
         from .orders import settling_account
 
         # As CCV may hold it: a reference stored before outer white space was refused settles.
@@ -85,7 +86,9 @@ async def submit_command(config: Config, args: argparse.Namespace) -> int:
     """`ccv submit`: submit an order through reconciler."""
     from .ccv_submit import submit_command as submit
 
-    _need_receiver(config, "submitting signs the order's notification URL with [receiver] secret")
+    receiver = _need_receiver(
+        config, "submitting signs the order's notification URL with [receiver] secret"
+    )
     document = read_json(args.file)
     if not isinstance(document, dict):
         # Before the store or the daemon is asked: through the daemon it cost a POST and read
@@ -109,6 +112,13 @@ async def submit_command(config: Config, args: argparse.Namespace) -> int:
                 say(f"reconciler: {line}", logging.WARNING)
         return EX_DATAERR
     account = choose_account(config, "ccv", args.account)
+    try:
+        # Before the store or the daemon is asked, as the Submitter refuses it: through the
+        # daemon the command had logged a reference made for it as sent (`ccv.submit_sending`)
+        # that the daemon's 422 then left unrecorded, sent nowhere.
+        prepare(document, receiver=receiver, account=account)
+    except BadSubmission as exc:
+        raise DataError(str(exc)) from None
     # Its warnings as a refusal's (they never refuse it), before it goes: through the daemon
     # as without one.
     forms = text_forms(config_secrets(config)) if problems else None

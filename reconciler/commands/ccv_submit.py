@@ -30,7 +30,6 @@ from ..writes.daemon_api import (
     daemon_stopping,
     held_elsewhere,
     nobody_listens,
-    post_to_api,
     refused,
     stopping_said,
     token_refused,
@@ -139,14 +138,14 @@ def _report(answer: Result, secrets: Secrets, account: str) -> int:
     if answer.own is not None:
         # Percent-encoded, the header may carry a line end (`%0D%0A`) a reference or CCV's
         # failure held: one line, as the body.
-        own = _one_line(answer.own, secrets)
+        own = one_line(answer.own, secrets)
         # With CCV's Location, where a 303's "made, see there" points, also when its body broke.
         say(f"reconciler: {'error: ' if level == logging.ERROR else ''}{own}{where}", level)
     else:
         # CCV's error answer may echo what it was sent (the key, the signed URL) and may be a
         # page of any size: one masked, printable, bounded line.
         # A JSON answer may echo one in an escape (`\\u002B`): masked as the API passes it back.
-        text = _one_line(masked_answer(answer.body, secrets)[0].decode("utf-8", "replace"), secrets)
+        text = one_line(masked_answer(answer.body, secrets)[0].decode("utf-8", "replace"), secrets)
         say(f"reconciler: submit answered HTTP {status}{where}: {text or '(no body)'}", level)
     if answer.state == "uncertain" and answer.untrackable:
         # CCV's 2xx named an id `track` cannot take (said again by a `409` of a second submit
@@ -184,7 +183,7 @@ def _report(answer: Result, secrets: Secrets, account: str) -> int:
     return code
 
 
-def _one_line(text: str, secrets: Secrets) -> str:
+def one_line(text: str, secrets: Secrets) -> str:
     """Return `text` masked, printable, on one line and bounded."""
     text = "".join(c if c.isprintable() else " " for c in text)
     return redact(" ".join(text.split()), secrets, limit=ERROR_BODY_CHARS)
@@ -253,15 +252,21 @@ async def _through_api(
     # (`50%25-off` would read as `50%-off`).
     given_ref = sent_ref if isinstance(sent_ref, str) else None
     reference = None if header is None else given_ref or own_from_header(header)
+    # A 4xx naming none is the API's own refusal, nothing recorded: said so, of the reference
+    # it sent (one made here was logged as sending), not a bare null.
+    by_daemon = reference is None and 400 <= status < 500
+    said = {"refused_by_daemon": True} if by_daemon else {}
     log.info(
         "ccv.submit_via_api",
-        extra=fields(account=account, status=status, external_reference=reference),
+        extra=fields(
+            account=account, status=status, external_reference=reference or given_ref, **said
+        ),
     )
     if reference is None:
         # Every answer about a submission names its reference: a 4xx without one is the API's
         # own refusal (its body limit, a bad body), before anything was recorded or sent. Any
         # other answer without one (a 5xx of the daemon's) says nothing of what CCV got.
-        if 400 <= status < 500:
+        if by_daemon:
             return _api_refused(status, body, api, secrets)
         if daemon_stopping(status, _json_or_none(body)):
             return stopping_said()
@@ -335,7 +340,7 @@ def _api_refused(status: int, body: bytes, api: ApiConfig, secrets: Secrets) -> 
     except (ValueError, KeyError, TypeError, AttributeError):
         text = body.decode(errors="replace")
     # The body echoes what it was sent: its error text as much as a page that is not JSON.
-    text = _one_line(text, secrets)
+    text = one_line(text, secrets)
     if status == 413:
         text += (
             f" (the daemon's [api] max_body, {api.max_body_bytes} bytes, bounds a submit "
@@ -343,58 +348,3 @@ def _api_refused(status: int, body: bytes, api: ApiConfig, secrets: Secrets) -> 
         )
     say(f"reconciler: error: the daemon's API refused the submit (HTTP {status}): {text}")
     return exit_code(status)
-
-
-async def resolve_command(
-    config: Config, account: str, reference: str, *, made: bool = False
-) -> int:
-    """`ccv resolve --ref REF --not-sent`: close an uncertain submit by a person's word that
-    CCV never got it (no order of the reference at CCV), locally or through the daemon;
-    `--made` (`made`): that CCV made an order of it, one reconciler will not follow."""
-    from ..runtime import writer_unless_held
-    from ..writes.submit_advice import not_settled
-
-    async with writer_unless_held(config) as rt:
-        if rt is not None:
-            settled, found = await rt.submitter().settle(
-                account, reference, "made" if made else "not_sent"
-            )
-            await rt.delivery.drain(DELIVER_TIMEOUT_S)
-            if not settled:
-                say(f"reconciler: error: {not_settled(reference, found)}")
-                return EX_DATAERR
-    if rt is None:
-        if config.api is None:
-            raise held_elsewhere("nothing was settled")
-        said: dict[str, object] = {"made": True} if made else {"sent": False}
-        document = {"account": account, "external_reference": reference, **said}
-        answer = await post_to_api(
-            config.file, config.api, "/api/v1/ccv/submissions/resolve", document
-        )
-        if isinstance(answer, int):
-            return answer
-        status, body = answer
-        error = body.get("error")
-        if status != 200 and isinstance(error, str):
-            say(f"reconciler: error: {_one_line(error, config_secrets(config))}")
-            return EX_DATAERR if 400 <= status < 500 else EX_TEMPFAIL
-        if status != 200 or body.get("state") != ("resolved" if made else "failed"):
-            # Not the daemon's answer as it gives it (another service on its port, say):
-            # nothing says the word was taken.
-            say(
-                f"reconciler: error: the daemon's answer was not understood (HTTP {status}); "
-                f"whether the submit of external reference {reference} is settled is not "
-                "known: `reconciler status` or `GET /api/v1/ccv/submissions/REF` says"
-            )
-            return EX_TEMPFAIL
-    if made:
-        print(
-            f"{reference} made: its submit is closed as resolved (CCV has an order of it, not "
-            "followed by reconciler); the reference stays taken"
-        )
-    else:
-        print(
-            f"{reference} not sent: its submit is closed as failed; the reference may be "
-            "submitted again"
-        )
-    return EX_OK

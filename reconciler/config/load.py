@@ -45,19 +45,41 @@ def load_config(path: str | Path, *, secrets_optional: bool = False) -> Config:
             problem = f"cannot read file: a path relative to {GONE}: give its absolute path"
         raise ConfigError(file, "-", problem) from None
     try:
-        text = read_bounded(Path(path), MAX_CONFIG_FILE_BYTES, pipes=True).decode("utf-8")
+        data = read_bounded(Path(path), MAX_CONFIG_FILE_BYTES, pipes=True)
     except OSError as exc:
         raise ConfigError(file, "-", f"cannot read file: {exc.strerror or exc}") from None
     except NotReadHere as exc:
         raise ConfigError(file, "-", str(exc)) from None
+    if (wide := _wide_encoding(data)) is not None:
+        # UTF-16 without a BOM is valid UTF-8 (NULs between ASCII), which tomllib called an
+        # "Invalid statement (at line 1, column 1)", nothing on the encoding.
+        raise ConfigError(file, "-", f"not UTF-8 text (it looks like {wide}): save it as UTF-8")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(file, "-", "not UTF-8 text") from None
     try:
         # Windows editors (Notepad) begin a UTF-8 file with a BOM, which TOML does not allow.
-        data = tomllib.loads(text.removeprefix("\ufeff"))
+        table = tomllib.loads(text.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, *toml_error(text, str(exc))) from None
     except RecursionError:
         # tomllib recurses per level of nesting: `x = [[[[...]]]]` was a traceback (exit 70).
         raise ConfigError(file, "-", "invalid TOML: it nests too deep") from None
-    return Loader(file, base_dir, os.environ, secrets_optional=secrets_optional).config(data)
+    return Loader(file, base_dir, os.environ, secrets_optional=secrets_optional).config(table)
+
+
+def _wide_encoding(data: bytes) -> str | None:
+    """The encoding ("UTF-16", "UTF-32") `data` begins as one does (a BOM, or a NUL beside the
+    first ASCII character, as JSON's RFC 4627 tells them apart), else None. No TOML text in
+    UTF-8 begins with a NUL, so nothing readable is refused."""
+    head = data[:4]
+    if head in (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff") or (
+        len(head) == 4 and (head[:3] == b"\x00\x00\x00" or head[1:] == b"\x00\x00\x00")
+    ):
+        return "UTF-32"
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff") or (
+        len(head) >= 2 and (head[0] == 0) != (head[1] == 0)
+    ):
+        return "UTF-16"
+    return None

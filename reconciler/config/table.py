@@ -112,7 +112,8 @@ class Table:
         trimmed: bool = False,
     ) -> str:
         """A string; required when `default` is None. `trimmed`: a value a provider matches as
-        it is sent (a login), so white space alone or at an end is refused, never sent."""
+        it is sent (a login), or a file's path, so white space alone or at an end is refused,
+        never sent or made a file's name."""
         value = self.get(name, str, "a string")
         if value is None:
             if default is None:
@@ -161,6 +162,8 @@ class Table:
                 name,
                 f'expected a duration (seconds or a string like "5m"), got {type_name(value)}',
             )
+        if isinstance(value, str) and (problem := control_problem(value)) is not None:
+            raise self.error(name, problem)
         try:
             seconds = parse_duration(value)
         except ValueError as exc:
@@ -304,7 +307,8 @@ def file_path(base_dir: Path, table: Table, name: str, *, look: bool = True) -> 
     Unless something that is no directory is there (`st/r.db/` with st/r.db the live database,
     a log shipper's FIFO, `/dev/stdout/`): that was used before, and a config that worked must
     keep loading. `look=False` (a census of the keys): nothing on disk is asked."""
-    value = table.string(name)
+    # White space at an end is refused as for a login: " " made files named " -history".
+    value = table.string(name, trimmed=True)
     path = base_dir / value
     if look and value.rpartition("/")[2] in ("", ".", "..") and _nothing_or_a_directory(path):
         raise table.error(name, f"'{value}' names a directory; give the path of a file")

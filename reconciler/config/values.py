@@ -27,7 +27,9 @@ def parse_duration(value: str | float) -> float:
             seconds = float(value)
         except OverflowError:
             seconds = math.inf
-    elif isinstance(value, str) and (match := _DURATION.fullmatch(value.strip())):
+    # Spaces around it are read (" 10s "), no other white space: str.strip() took "5m\n", a
+    # tab or a no-break space too, which README refuses in every config string.
+    elif isinstance(value, str) and (match := _DURATION.fullmatch(value.strip(" "))):
         number, unit = float(match[1]), match[2] or "s"
         # Divide for ms so that "100ms" is exactly 0.1, not 100 * 0.001.
         seconds = number / 1000 if unit == "ms" else number * _UNIT_S[unit]

@@ -30,14 +30,15 @@ RECEIVER_SECRET = "RECVSECRETXYZ1234567"
 SECRETS = (PASSWORD, WEBHOOK_SECRET, RECEIVER_SECRET)
 
 # A hook that says what it was given: each secret on its last stderr line, the CCNow password
-# form-encoded too (as a provider echoes what it was sent).
+# form-encoded too (as a provider echoes what it was sent), and hex-encoded in either case.
 TELLING = f"""
 import sys
 sys.stdin.read()
 sys.stderr.write("first line {PASSWORD}\\n")
 sys.stderr.write(
     "login failed for amylove with password {PASSWORD} (x_password=SUPERSECRETPW123%21),"
-    " whsec {WEBHOOK_SECRET}, key {RECEIVER_SECRET.lower()}\\n"
+    " whsec {WEBHOOK_SECRET}, key {RECEIVER_SECRET.lower()},"
+    " hex={PASSWORD.encode().hex()} HEX={RECEIVER_SECRET.encode().hex().upper()}\\n"
 )
 sys.exit(1)
 """
@@ -93,7 +94,11 @@ timeout = "30s"
 
 def leaks(text: str | bytes) -> list[str]:
     low = text.lower() if isinstance(text, str) else text.lower().decode("latin-1")
-    return [s for s in SECRETS if s.lower() in low or s[:8].lower() in low]
+    return [
+        s
+        for s in SECRETS
+        if s.lower() in low or s[:8].lower() in low or s.encode().hex()[:16] in low
+    ]
 
 
 async def test_no_secret_a_sink_hears_reaches_the_log_or_the_database(

@@ -436,3 +436,19 @@ def test_a_secret_held_in_a_field_not_given_to_init_is_searched_too() -> None:
 
     holder = Derived(Secret("given-password-1234"))
     assert sorted(config_secrets(holder)) == ["derived-signing-key-42", "given-password-1234"]
+
+
+def test_a_secret_echoed_hex_encoded_in_either_case_is_masked() -> None:
+    # A program printing the password's bytes in hex (`hex=50524f...`) kept it in its reason.
+    secret = "PROBEPW_Zq9+x"
+    shown = secret.encode().hex()
+    text = f"exit 3: hex={shown} HEX={shown.upper()} mixed={shown[:6].upper()}{shown[6:]}"
+    assert redact(text, [secret]) == "exit 3: hex=*** HEX=*** mixed=***"
+    assert holds_secret(f"ref-{shown}", given_secrets([secret]))
+
+
+def test_a_number_ending_a_text_is_not_taken_for_a_secrets_hex_cut_short() -> None:
+    # The hex form is masked whole only: "P3" is 5033 in hex, and a reason ending in an HTTP
+    # status 503 is no start of it.
+    assert redact("webhook answered HTTP 503", ["P3ssw0rd-Zq9"]) == "webhook answered HTTP 503"
+    assert redact("id 50334e7", ["P3ssw0rd-Zq9"]) == "id 50334e7"
