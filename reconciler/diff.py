@@ -44,9 +44,12 @@ class DiffResult:
     references: list[tuple[OrderKey, str, str]] = field(default_factory=list)
     # failed checks of orders whose checks answered until now (failure streak 0 -> 1)
     started_failing: list[Observation] = field(default_factory=list)
-    # orders a CCNow pending list's line contradicts the status the snapshot holds, other than
-    # `pending` (`lags`): nothing applied; their query decides (poller/ccnow.py)
+    # orders a CCNow pending list's line contradicts the status the snapshot holds, whatever
+    # the two words (`lags`): nothing applied; their query decides (poller/ccnow.py)
     doubted: set[OrderKey] = field(default_factory=set)
+    # those of them held before `pending` that the line names `pending`, their likely next step
+    # (`next_step`): asked sooner, and the line applies when their query cannot decide
+    forward: set[OrderKey] = field(default_factory=set)
     # CCNow orders an answer moved back from what a ship or cancel leads to (`mark_shipped`) to
     # pending or before, (row before, row after): such an action may not have taken
     moved_back: list[tuple[OrderState, OrderState]] = field(default_factory=list)
@@ -82,6 +85,8 @@ def diff(
             continue
         if obs.listed and prev is not None and (lags(prev, obs) or obs.key in acting):
             result.doubted.add(obs.key)
+            if next_step(prev, obs):
+                result.forward.add(obs.key)
             continue
         if obs.outcome is Outcome.OK:
             _observed(result, prev, obs, now=now, via=via, store_id=store_id)
@@ -142,31 +147,41 @@ BEFORE_ACTION = frozenset(
 
 
 def lags(prev: OrderState, obs: Observation) -> bool:
-    """Whether a pending list's line (`obs.listed`) contradicts the status the snapshot holds
-    when that is not `pending`, which only a query, an action's answer or an earlier line can
-    have said (`pending` against `mark_shipped`, `declined`, `test`, `processing` or a word
-    CCNow does not document). CCNow does not document when an order leaves the list, nor that
-    it lists only pending ones: the line may lag behind the query, and taken for newer news it
-    flipped the order back, and the next query forward, for ever (an end state seemed to reopen
-    at every poll). It is no news by itself: the order's query decides (`schedule.doubt_due`).
-    A line saying the held status (in any case) is no contradiction, and an order reported not
-    found that the list names is found again."""
+    """Whether a pending list's line (`obs.listed`) contradicts the status the snapshot holds,
+    whatever the two words: `pending` against what a query, an action's answer or an earlier
+    line said (`mark_shipped`, `declined`, `test`, `processing`, a word CCNow does not
+    document), or another word against `pending` (`completed`). CCNow does not document when
+    an order leaves the list, nor that it lists only pending ones, nor that the list and the
+    queries agree: the line may lag behind the query, and taken for newer news it flipped the
+    order back, and the next query forward, for ever (an end state seemed to reopen at every
+    poll); a list documented as the orders pending that names one `completed` says something
+    doubtful of itself (taken, it stood for a day, refusing ships, until a query flipped it
+    back). It is no news by itself: the order's query decides (`schedule.doubt_due`). A line
+    saying the held status (in any case) is no contradiction, and an order reported not found
+    that the list names is found again."""
     held, said = prev.status, obs.status
     return (
         prev.key.source == "ccnow"
         and held is not None
         and said is not None
-        and held != ACTED_ON
         and not prev.not_found
         and not same_status(held, said)
     )
 
 
-def pending_next(state: OrderState) -> bool:
-    """Whether a pending list naming the order `pending` says its likely next step (it is held
-    before pending, `processing`): its doubt is asked sooner (`schedule.doubt_due`), and its
-    line applies when its query cannot decide (poller/ccnow_list.py)."""
-    return state.status in BEFORE_ACTION and state.status != ACTED_ON
+def next_step(prev: OrderState, obs: Observation) -> bool:
+    """Whether a pending list's line says the order's likely next step: it names `pending` an
+    order held before it (`processing`). Its doubt is asked sooner (`schedule.doubt_due`), and
+    the line applies when its query cannot decide (poller/ccnow_list.py); any other word (a
+    `pending` order listed `completed`, a `processing` one `canceled`) waits for a query that
+    says it."""
+    held, said = prev.status, obs.status
+    return (
+        held in BEFORE_ACTION
+        and held != ACTED_ON
+        and said is not None
+        and same_status(said, ACTED_ON)
+    )
 
 
 def _before_action(prev: OrderState, obs: Observation) -> bool:

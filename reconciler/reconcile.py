@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from .config import Config, ScheduleConfig
-from .diff import diff, pending_next
+from .diff import diff
 from .events import Event
 from .logs import fields
 from .model import Observation, OrderKey, OrderState, Outcome, Via
@@ -258,9 +258,9 @@ class Reconciler:
                 mine = [k for k in doubted if keys is None or k in keys]
                 report.doubted.update((k.order_id, snapshot[k]) for k in mine)
                 # Not one whose ship or cancel is being sent: its close's line decides.
-                report.forward.update(
-                    k.order_id for k in mine if k not in sending and pending_next(snapshot[k])
-                )
+                steps = [k for k in mine if k in result.forward]
+                report.next_step.update(k.order_id for k in steps)
+                report.forward.update(k.order_id for k in steps if k not in sending)
                 # A line that said nothing is no check: its query, if asked, is the order's one.
                 report.checked -= len(mine)
 

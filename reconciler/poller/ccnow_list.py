@@ -6,7 +6,6 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ..config import ScheduleConfig
-from ..diff import pending_next
 from ..model import Observation, OrderKey, OrderState, settled_at, unwatched
 from ..passes.batcher import Batcher
 from ..schedule import doubt_due
@@ -31,18 +30,23 @@ class ListMemory:
     doubts: dict[str, float] = field(default_factory=dict)
 
     def doubts_due(
-        self, doubted: Mapping[str, OrderState], now: float, *, everything: bool
+        self,
+        doubted: Mapping[str, OrderState],
+        now: float,
+        *,
+        everything: bool,
+        forward: Collection[str],
     ) -> list[str]:
         """Return the doubted orders (a pass's, with their rows) to query now: a catch-up's
-        (`everything`) every one, a poll's those due (schedule.doubt_due); note them queried
-        now, and forget those no longer doubted."""
+        (`everything`) every one, a poll's those due (schedule.doubt_due; sooner those whose
+        line says their likely next step, `forward`: diff.next_step); note them queried now,
+        and forget those no longer doubted."""
         self.doubts = {i: at for i, at in self.doubts.items() if i in doubted}
         due = [
             i
             for i, s in sorted(doubted.items())
             if everything
-            or doubt_due(s, self.schedule, forward=pending_next(s), queried=self.doubts.get(i))
-            <= now
+            or doubt_due(s, self.schedule, forward=i in forward, queried=self.doubts.get(i)) <= now
         ]
         self.doubts.update(dict.fromkeys(due, now))
         return due
@@ -73,7 +77,7 @@ class ListMemory:
 async def undecided(
     lines: Mapping[str, Observation], asked: Collection[str], seen: set[str], into: Batcher
 ) -> int:
-    """Apply the pending list's `lines` of doubted orders held before `pending` (diff.lags:
+    """Apply the pending list's `lines` of doubted orders held before `pending` (diff.next_step:
     pending is their likely next step) whose query was `asked` without an answer (not `seen`),
     as no longer doubted: their query cannot decide, and held back they never changed. Return
     how many: the list's checks, never a query's answer (while every query fails, one would
