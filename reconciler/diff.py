@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 from .events import Event, order_event, transition_id
 from .model import (
@@ -47,8 +48,10 @@ class DiffResult:
     # orders a CCNow pending list's line contradicts the status the snapshot holds, whatever
     # the two words (`lags`): nothing applied; their query decides (poller/ccnow.py)
     doubted: set[OrderKey] = field(default_factory=set)
+    # those of them whose line names a later step of CCNow's lifecycle (`later`): asked sooner
+    sooner: set[OrderKey] = field(default_factory=set)
     # those of them held before `pending` that the line names `pending`, their likely next step
-    # (`next_step`): asked sooner, and the line applies when their query cannot decide
+    # (`next_step`): the line applies when their query cannot decide
     forward: set[OrderKey] = field(default_factory=set)
     # CCNow orders an answer moved back from what a ship or cancel leads to (`mark_shipped`) to
     # pending or before, (row before, row after): such an action may not have taken
@@ -85,6 +88,8 @@ def diff(
             continue
         if obs.listed and prev is not None and (lags(prev, obs) or obs.key in acting):
             result.doubted.add(obs.key)
+            if later(prev, obs):
+                result.sooner.add(obs.key)
             if next_step(prev, obs):
                 result.forward.add(obs.key)
             continue
@@ -145,6 +150,31 @@ BEFORE_ACTION = frozenset(
     | {ACTED_ON}
 )
 
+# CCNow's lifecycle (its Order Update API's table; the sandbox walks it): each documented word's
+# stage, an order moving only to a later one (`test` is in none: it is no step of a real order).
+_STAGES: Final[Mapping[str, int]] = {
+    "received": 0,
+    "paypal_hold": 1,
+    "processing": 2,
+    **dict.fromkeys(("vacation_hold", "preorder_hold", "getman_hold"), 3),
+    **dict.fromkeys((ACTED_ON, "declined", "rejected"), 4),
+    **dict.fromkeys(("mark_shipped", "mark_canceled"), 5),
+    **dict.fromkeys(("completed", "canceled"), 6),
+    **dict.fromkeys(("refunded", "chargeback"), 7),
+}
+
+
+def later(prev: OrderState, obs: Observation) -> bool:
+    """Whether a pending list's line names a word that may be the order's next step: later in
+    CCNow's lifecycle than the held status (`completed` or `mark_canceled` for a `pending`
+    order, `pending` for a `processing` one). A real change the list shows is then seen soon
+    (`schedule.doubt_due`); an earlier word (a lagging list) or one in no stage waits."""
+    held, said = prev.status, obs.status
+    if held is None or said is None:
+        return False
+    was, now = _STAGES.get(held.lower()), _STAGES.get(said.lower())
+    return was is not None and now is not None and now > was
+
 
 def lags(prev: OrderState, obs: Observation) -> bool:
     """Whether a pending list's line (`obs.listed`) contradicts the status the snapshot holds,
@@ -171,10 +201,9 @@ def lags(prev: OrderState, obs: Observation) -> bool:
 
 def next_step(prev: OrderState, obs: Observation) -> bool:
     """Whether a pending list's line says the order's likely next step: it names `pending` an
-    order held before it (`processing`). Its doubt is asked sooner (`schedule.doubt_due`), and
-    the line applies when its query cannot decide (poller/ccnow_list.py); any other word (a
-    `pending` order listed `completed`, a `processing` one `canceled`) waits for a query that
-    says it."""
+    order held before it (`processing`). The line applies when its query cannot decide
+    (poller/ccnow_list.py); any other word (a `pending` order listed `completed`, a
+    `processing` one `canceled`) waits for a query that says it."""
     held, said = prev.status, obs.status
     return (
         held in BEFORE_ACTION

@@ -259,8 +259,15 @@ class Reconciler:
                 report.doubted.update((k.order_id, snapshot[k]) for k in mine)
                 # Not one whose ship or cancel is being sent: its close's line decides.
                 steps = [k for k in mine if k in result.forward]
-                report.next_step.update(k.order_id for k in steps)
                 report.forward.update(k.order_id for k in steps if k not in sending)
+                # A later step whose query fails waits as any doubt's (failure_streak times
+                # max_interval), not min_interval: held as it is, it would be asked for ever.
+                report.sooner.update(k.order_id for k in steps)
+                report.sooner.update(
+                    k.order_id
+                    for k in mine
+                    if k in result.sooner and not snapshot[k].failure_streak
+                )
                 # A line that said nothing is no check: its query, if asked, is the order's one.
                 report.checked -= len(mine)
 

@@ -97,13 +97,13 @@ def doubt_due(
     (`diff.lags`): at its planned check, and at the latest `max_interval` after its last check
     (an end state, or a settled order past its watch, is never due: while the list went on
     naming it, a real change was never asked), `failure_streak` times that while its query
-    fails, or `min_interval` after it when the line is the order's likely next step
-    (`forward`: the list names `pending` an order held before it, `processing`), which would
-    else wait for an interval grown to hours (and whose line a failed query lets apply:
-    poller/ccnow.py). Its last check is its last answer or `queried`, when its doubt's query
-    was last asked (answered or not), whichever is later: a failed check does not move
-    `last_checked`, and counted from an answer weeks old (an end state's) the bound is past,
-    its query asked at every poll while it fails."""
+    fails, or `min_interval` after it when the line may be the order's next step (`forward`:
+    a word later in CCNow's lifecycle, diff.later, unless its checks fail and a failed query
+    does not let the line apply: reconcile.py), which would else wait for an interval grown to
+    hours (a real change the list shows, seen late). Its last check is its last answer or
+    `queried`, when its doubt's query was last asked (answered or not), whichever is later: a
+    failed check does not move `last_checked`, and counted from an answer weeks old (an end
+    state's) the bound is past, its query asked at every poll while it fails."""
     last = max(state.last_checked or 0.0, queried or 0.0)
     if forward:
         return min(state.next_check_at, last + schedule.min_interval_s)

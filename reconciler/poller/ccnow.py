@@ -320,7 +320,7 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
             seen.difference_update(report.doubted)
             if asking := ask_all or queries_answer:
                 due = self.listed.doubts_due(
-                    report.doubted, self.now(), everything=ask_all, forward=report.next_step
+                    report.doubted, self.now(), everything=ask_all, forward=report.sooner
                 )
                 to_query += [i for i in due if i not in to_query]
             # A doubted line is no check (reconcile.py): its query, if asked, is the order's.

@@ -39,8 +39,8 @@ class ListMemory:
     ) -> list[str]:
         """Return the doubted orders (a pass's, with their rows) to query now: a catch-up's
         (`everything`) every one, a poll's those due (schedule.doubt_due; sooner those whose
-        line says their likely next step, `forward`: diff.next_step); note them queried now,
-        and forget those no longer doubted."""
+        line may be their next step, `forward`: diff.later); note them queried now, and forget
+        those no longer doubted."""
         self.doubts = {i: at for i, at in self.doubts.items() if i in doubted}
         due = [
             i

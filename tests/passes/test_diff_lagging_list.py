@@ -54,6 +54,30 @@ def test_a_pending_line_for_an_order_before_pending_is_its_next_step() -> None:
     for said in ["pending", "Pending"]:
         result = diff(held("processing"), [line(said)], now=NOW, via="poll", store_id=STORE)
         assert (result.states, result.doubted, result.forward) == ({}, {CCNOW}, {CCNOW})
+        assert result.sooner == {CCNOW}
+
+
+@pytest.mark.parametrize(
+    ("before", "said", "sooner"),
+    [
+        # A word later in CCNow's lifecycle may be the order's next step: asked sooner.
+        *(("pending", s, True) for s in ("mark_shipped", "Completed", "mark_canceled")),
+        *(("pending", s, True) for s in ("canceled", "refunded", "chargeback")),
+        ("processing", "completed", True),
+        ("paypal_hold", "declined", True),
+        ("mark_shipped", "completed", True),
+        # An earlier word (a lagging list), one of the same stage or in none: it waits.
+        *(("mark_shipped", s, False) for s in ("pending", "processing", "mark_canceled")),
+        *(("pending", s, False) for s in ("processing", "declined", "test", "shipped_ok")),
+        ("completed", "mark_shipped", False),
+        ("test", "completed", False),
+    ],
+)
+def test_a_line_naming_a_later_step_is_asked_sooner(before: str, said: str, sooner: bool) -> None:
+    result = diff(held(before), [line(said)], now=NOW, via="poll", store_id=STORE)
+    assert (result.states, result.doubted) == ({}, {CCNOW})
+    assert result.sooner == ({CCNOW} if sooner else set())
+    assert result.forward == set()
 
 
 @pytest.mark.parametrize(

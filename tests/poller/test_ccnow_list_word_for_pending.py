@@ -4,8 +4,10 @@ one event if it says the new word, none if it says `pending`. The line was taken
 status at once (`pending -> completed`, `via: poll`, no query sent), with its next check a day
 away and ships refused meanwhile, and its later query flipped it back (`completed -> pending`):
 two false events for a change CCNow's queries never showed. When the query cannot decide, the
-order stays as held. Against a fake CCNow on 127.0.0.1, passes of the daemon's coordinator over
-a real store."""
+order stays as held. A word later in CCNow's lifecycle (`completed` for `pending`) is asked
+at most min_interval after the order's last check; an earlier or unrelated one (a lagging list)
+waits for its check, and so does a later one whose query fails. Against a fake CCNow on
+127.0.0.1, passes of the daemon's coordinator over a real store."""
 
 from __future__ import annotations
 
@@ -191,3 +193,68 @@ async def test_an_order_before_pending_the_list_names_completed_stays_as_held(
         *FOUND,
         ("order.status_changed", "pending", "processing", "poll"),
     ]
+
+
+# A pending order's own check an hour away, the doubt's soon bound 10 s.
+SOON = 'min_interval = "10s"\nstatus_intervals = { pending = "1h" }'
+
+
+@pytest.fixture
+async def soon(
+    tmp_path: Path, fake_ccnow: FakeCCNow, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[CCNowCoordinator, Clock]]:
+    monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", CCNOW_PASSWORD)
+    async with ccnow_coordinator(tmp_path, fake_ccnow, POLL_S, SOON) as made:
+        yield made
+
+
+async def test_a_word_that_may_be_its_next_step_is_asked_within_min_interval(
+    soon: tuple[CCNowCoordinator, Clock], fake_ccnow: FakeCCNow
+) -> None:
+    # A real change the list shows (`completed`, later than `pending` in CCNow's lifecycle) is
+    # seen at most min_interval after the order's last check, not at its check an hour away.
+    coordinator, clock = soon
+    await found(coordinator, fake_ccnow)
+    last = clock.now
+    fake_ccnow.orders[ORDER] = "completed"
+    fake_ccnow.list_lags = {ORDER: "completed"}
+    while clock.now + POLL_S <= last + coordinator.config.schedule.min_interval_s:
+        await poll(coordinator, clock)
+    assert await history(coordinator) == [
+        *FOUND,
+        ("order.status_changed", "pending", "completed", "poll"),
+    ]
+    assert await status(coordinator) == "completed"
+
+
+@pytest.mark.parametrize("word", ["processing", "test", "shipped_ok"])
+async def test_an_earlier_or_unrelated_word_keeps_the_slow_schedule(
+    soon: tuple[CCNowCoordinator, Clock], fake_ccnow: FakeCCNow, word: str
+) -> None:
+    # A list lagging (or naming a word that is no later step) costs one query per check
+    # interval, not one per poll nor per min_interval.
+    coordinator, clock = soon
+    await found(coordinator, fake_ccnow)
+    fake_ccnow.list_lags = {ORDER: word}
+    before = queries(fake_ccnow)
+    for _ in range(30):
+        await poll(coordinator, clock)
+    assert queries(fake_ccnow) == before
+    assert await history(coordinator) == FOUND
+
+
+async def test_a_later_word_whose_query_fails_waits_as_any_failed_check(
+    soon: tuple[CCNowCoordinator, Clock], fake_ccnow: FakeCCNow
+) -> None:
+    # Held as it is while its query fails, it is asked at its failed check's backoff (10 s,
+    # 20 s, 40 s), not every min_interval for as long as the list names it.
+    coordinator, clock = soon
+    await found(coordinator, fake_ccnow)
+    fake_ccnow.list_lags = {ORDER: "completed"}
+    fake_ccnow.order_errors = {ORDER}
+    before = queries(fake_ccnow)
+    for _ in range(40):
+        await poll(coordinator, clock, ok=False)
+    assert 1 <= queries(fake_ccnow) - before <= 4
+    assert await status(coordinator) == "pending"
+    assert await history(coordinator) == FOUND
