@@ -28,6 +28,9 @@ class ListMemory:
     # The orders whose list line is doubted (diff.lags), each with when a pass last queried it
     # for that: a query that fails moves no `last_checked`, and its next is counted from then.
     doubts: dict[str, float] = field(default_factory=dict)
+    # When each was first doubted: a later word its query denies is asked at gaps as long as
+    # the doubt has lasted (schedule.doubt_due), not at every min_interval.
+    began: dict[str, float] = field(default_factory=dict)
 
     def doubts_due(
         self,
@@ -42,11 +45,19 @@ class ListMemory:
         line may be their next step, `forward`: diff.later); note them queried now, and forget
         those no longer doubted."""
         self.doubts = {i: at for i, at in self.doubts.items() if i in doubted}
+        self.began = {i: self.began.get(i, now) for i in doubted}
         due = [
             i
             for i, s in sorted(doubted.items())
             if everything
-            or doubt_due(s, self.schedule, forward=i in forward, queried=self.doubts.get(i)) <= now
+            or doubt_due(
+                s,
+                self.schedule,
+                forward=i in forward,
+                queried=self.doubts.get(i),
+                began=self.began[i],
+            )
+            <= now
         ]
         self.doubts.update(dict.fromkeys(due, now))
         return due

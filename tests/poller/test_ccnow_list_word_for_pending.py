@@ -258,3 +258,21 @@ async def test_a_later_word_whose_query_fails_waits_as_any_failed_check(
     assert 1 <= queries(fake_ccnow) - before <= 4
     assert await status(coordinator) == "pending"
     assert await history(coordinator) == FOUND
+
+
+async def test_a_later_word_its_query_denies_is_asked_ever_less_often(
+    soon: tuple[CCNowCoordinator, Clock], fake_ccnow: FakeCCNow
+) -> None:
+    # A list that goes on naming a later word its query denies (CCNow's queries say `pending`)
+    # is asked once min_interval after the order's last check, then at ever longer gaps, each
+    # at least the time the doubt has lasted: 80 polls (160 s, min_interval 10 s) cost a
+    # handful of queries, not one per min_interval (16) nor per poll.
+    coordinator, clock = soon
+    await found(coordinator, fake_ccnow)
+    fake_ccnow.list_lags = {ORDER: "completed"}
+    before = queries(fake_ccnow)
+    for _ in range(80):
+        await poll(coordinator, clock)
+    assert 2 <= queries(fake_ccnow) - before <= 6
+    assert await status(coordinator) == "pending"
+    assert await history(coordinator) == FOUND
