@@ -28,8 +28,8 @@ class ListMemory:
     # The orders whose list line is doubted (diff.lags), each with when a pass last queried it
     # for that: a query that fails moves no `last_checked`, and its next is counted from then.
     doubts: dict[str, float] = field(default_factory=dict)
-    # When each was first doubted: a later word its query denies is asked at gaps as long as
-    # the doubt has lasted (schedule.doubt_due), not at every min_interval.
+    # Since when each line has named a later word: one its query denies is asked at gaps as
+    # long as that has lasted (schedule.doubt_due), not at every min_interval.
     began: dict[str, float] = field(default_factory=dict)
 
     def doubts_due(
@@ -45,7 +45,9 @@ class ListMemory:
         line may be their next step, `forward`: diff.later); note them queried now, and forget
         those no longer doubted."""
         self.doubts = {i: at for i, at in self.doubts.items() if i in doubted}
-        self.began = {i: self.began.get(i, now) for i in doubted}
+        # From when its line named a later word (`forward`): a lag's doubt before it does
+        # not lengthen the first gaps of a real change the list shows.
+        self.began = {i: self.began.get(i, now) if i in forward else now for i in doubted}
         due = [
             i
             for i, s in sorted(doubted.items())

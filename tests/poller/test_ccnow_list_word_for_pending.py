@@ -265,14 +265,41 @@ async def test_a_later_word_its_query_denies_is_asked_ever_less_often(
 ) -> None:
     # A list that goes on naming a later word its query denies (CCNow's queries say `pending`)
     # is asked once min_interval after the order's last check, then at ever longer gaps, each
-    # at least the time the doubt has lasted: 80 polls (160 s, min_interval 10 s) cost a
-    # handful of queries, not one per min_interval (16) nor per poll.
+    # at least the time the doubt has lasted: 300 polls (600 s, min_interval 10 s) cost a
+    # handful of queries a doubling gap apart (10, 20, 40 ... s: 6 or 7), not one per
+    # min_interval (60), per poll, nor at a fixed gap of a few min_intervals (20 at 30 s).
     coordinator, clock = soon
     await found(coordinator, fake_ccnow)
     fake_ccnow.list_lags = {ORDER: "completed"}
     before = queries(fake_ccnow)
-    for _ in range(80):
+    for _ in range(300):
         await poll(coordinator, clock)
-    assert 2 <= queries(fake_ccnow) - before <= 6
+    assert 3 <= queries(fake_ccnow) - before <= 8
     assert await status(coordinator) == "pending"
     assert await history(coordinator) == FOUND
+
+
+async def test_a_lag_that_turns_into_a_later_word_is_asked_within_min_interval(
+    soon: tuple[CCNowCoordinator, Clock], fake_ccnow: FakeCCNow
+) -> None:
+    # The list lags (`processing` for a `pending` order: the slow schedule, its doubt asked by
+    # a catch-up), then names `completed`, which is real: seen at most min_interval after the
+    # order's last check, however long the lag's doubt lasted before.
+    coordinator, clock = soon
+    await found(coordinator, fake_ccnow)
+    fake_ccnow.list_lags = {ORDER: "processing"}
+    for _ in range(100):
+        await poll(coordinator, clock)
+    clock.now += POLL_S
+    assert (await coordinator.full_pass(via="catch-up")).ok
+    last = clock.now
+    assert await history(coordinator) == FOUND
+    fake_ccnow.orders[ORDER] = "completed"
+    fake_ccnow.list_lags = {ORDER: "completed"}
+    limit = max(clock.now, last + coordinator.config.schedule.min_interval_s)
+    while clock.now + POLL_S <= limit + coordinator.config.schedule.min_interval_s:
+        await poll(coordinator, clock)
+    assert await history(coordinator) == [
+        *FOUND,
+        ("order.status_changed", "pending", "completed", "poll"),
+    ]
