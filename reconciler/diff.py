@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 from .events import Event, order_event, transition_id
 from .model import (
@@ -44,9 +45,14 @@ class DiffResult:
     references: list[tuple[OrderKey, str, str]] = field(default_factory=list)
     # failed checks of orders whose checks answered until now (failure streak 0 -> 1)
     started_failing: list[Observation] = field(default_factory=list)
-    # orders a CCNow pending list's line contradicts the status the snapshot holds, other than
-    # `pending` (`lags`): nothing applied; their query decides (poller/ccnow.py)
+    # orders a CCNow pending list's line contradicts the status the snapshot holds, whatever
+    # the two words (`lags`): nothing applied; their query decides (poller/ccnow.py)
     doubted: set[OrderKey] = field(default_factory=set)
+    # those of them whose line names a later step of CCNow's lifecycle (`later`): asked sooner
+    sooner: set[OrderKey] = field(default_factory=set)
+    # those of them held before `pending` that the line names `pending`, their likely next step
+    # (`next_step`): the line applies when their query cannot decide
+    forward: set[OrderKey] = field(default_factory=set)
     # CCNow orders an answer moved back from what a ship or cancel leads to (`mark_shipped`) to
     # pending or before, (row before, row after): such an action may not have taken
     moved_back: list[tuple[OrderState, OrderState]] = field(default_factory=list)
@@ -82,6 +88,10 @@ def diff(
             continue
         if obs.listed and prev is not None and (lags(prev, obs) or obs.key in acting):
             result.doubted.add(obs.key)
+            if later(prev, obs):
+                result.sooner.add(obs.key)
+            if next_step(prev, obs):
+                result.forward.add(obs.key)
             continue
         if obs.outcome is Outcome.OK:
             _observed(result, prev, obs, now=now, via=via, store_id=store_id)
@@ -140,33 +150,67 @@ BEFORE_ACTION = frozenset(
     | {ACTED_ON}
 )
 
+# CCNow's lifecycle (its Order Update API's table; the sandbox walks it): each documented word's
+# stage, an order moving only to a later one (`test` is in none: it is no step of a real order).
+_STAGES: Final[Mapping[str, int]] = {
+    "received": 0,
+    "paypal_hold": 1,
+    "processing": 2,
+    **dict.fromkeys(("vacation_hold", "preorder_hold", "getman_hold"), 3),
+    **dict.fromkeys((ACTED_ON, "declined", "rejected"), 4),
+    **dict.fromkeys(("mark_shipped", "mark_canceled"), 5),
+    **dict.fromkeys(("completed", "canceled"), 6),
+    **dict.fromkeys(("refunded", "chargeback"), 7),
+}
+
+
+def later(prev: OrderState, obs: Observation) -> bool:
+    """Whether a pending list's line names a word that may be the order's next step: later in
+    CCNow's lifecycle than the held status (`completed` or `mark_canceled` for a `pending`
+    order, `pending` for a `processing` one). A real change the list shows is then seen soon
+    (`schedule.doubt_due`); an earlier word (a lagging list) or one in no stage waits."""
+    held, said = prev.status, obs.status
+    if held is None or said is None:
+        return False
+    was, now = _STAGES.get(held.lower()), _STAGES.get(said.lower())
+    return was is not None and now is not None and now > was
+
 
 def lags(prev: OrderState, obs: Observation) -> bool:
-    """Whether a pending list's line (`obs.listed`) contradicts the status the snapshot holds
-    when that is not `pending`, which only a query, an action's answer or an earlier line can
-    have said (`pending` against `mark_shipped`, `declined`, `test`, `processing` or a word
-    CCNow does not document). CCNow does not document when an order leaves the list, nor that
-    it lists only pending ones: the line may lag behind the query, and taken for newer news it
-    flipped the order back, and the next query forward, for ever (an end state seemed to reopen
-    at every poll). It is no news by itself: the order's query decides (`schedule.doubt_due`).
-    A line saying the held status (in any case) is no contradiction, and an order reported not
-    found that the list names is found again."""
+    """Whether a pending list's line (`obs.listed`) contradicts the status the snapshot holds,
+    whatever the two words: `pending` against what a query, an action's answer or an earlier
+    line said (`mark_shipped`, `declined`, `test`, `processing`, a word CCNow does not
+    document), or another word against `pending` (`completed`). CCNow does not document when
+    an order leaves the list, nor that it lists only pending ones, nor that the list and the
+    queries agree: the line may lag behind the query, and taken for newer news it flipped the
+    order back, and the next query forward, for ever (an end state seemed to reopen at every
+    poll); a list documented as the orders pending that names one `completed` says something
+    doubtful of itself (taken, it stood for a day, refusing ships, until a query flipped it
+    back). It is no news by itself: the order's query decides (`schedule.doubt_due`). A line
+    saying the held status (in any case) is no contradiction, and an order reported not found
+    that the list names is found again."""
     held, said = prev.status, obs.status
     return (
         prev.key.source == "ccnow"
         and held is not None
         and said is not None
-        and held != ACTED_ON
         and not prev.not_found
         and not same_status(held, said)
     )
 
 
-def pending_next(state: OrderState) -> bool:
-    """Whether a pending list naming the order `pending` says its likely next step (it is held
-    before pending, `processing`): its doubt is asked sooner (`schedule.doubt_due`), and its
-    line applies when its query cannot decide (poller/ccnow_list.py)."""
-    return state.status in BEFORE_ACTION and state.status != ACTED_ON
+def next_step(prev: OrderState, obs: Observation) -> bool:
+    """Whether a pending list's line says the order's likely next step: it names `pending` an
+    order held before it (`processing`). The line applies when its query cannot decide
+    (poller/ccnow_list.py); any other word (a `pending` order listed `completed`, a
+    `processing` one `canceled`) waits for a query that says it."""
+    held, said = prev.status, obs.status
+    return (
+        held in BEFORE_ACTION
+        and held != ACTED_ON
+        and said is not None
+        and same_status(said, ACTED_ON)
+    )
 
 
 def _before_action(prev: OrderState, obs: Observation) -> bool:

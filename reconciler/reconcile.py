@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from .config import Config, ScheduleConfig
-from .diff import diff, pending_next
+from .diff import diff
 from .events import Event
 from .logs import fields
 from .model import Observation, OrderKey, OrderState, Outcome, Via
@@ -258,8 +258,15 @@ class Reconciler:
                 mine = [k for k in doubted if keys is None or k in keys]
                 report.doubted.update((k.order_id, snapshot[k]) for k in mine)
                 # Not one whose ship or cancel is being sent: its close's line decides.
-                report.forward.update(
-                    k.order_id for k in mine if k not in sending and pending_next(snapshot[k])
+                steps = [k for k in mine if k in result.forward]
+                report.forward.update(k.order_id for k in steps if k not in sending)
+                # A later step whose query fails waits as any doubt's (failure_streak times
+                # max_interval), not min_interval: held as it is, it would be asked for ever.
+                report.sooner.update(k.order_id for k in steps)
+                report.sooner.update(
+                    k.order_id
+                    for k in mine
+                    if k in result.sooner and not snapshot[k].failure_streak
                 )
                 # A line that said nothing is no check: its query, if asked, is the order's one.
                 report.checked -= len(mine)

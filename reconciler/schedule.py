@@ -91,22 +91,32 @@ def plan(
 
 
 def doubt_due(
-    state: OrderState, schedule: ScheduleConfig, *, forward: bool, queried: float | None = None
+    state: OrderState,
+    schedule: ScheduleConfig,
+    *,
+    forward: bool,
+    queried: float | None = None,
+    began: float | None = None,
 ) -> float:
     """Return when a poll queries an order whose pending list's line contradicts its snapshot
     (`diff.lags`): at its planned check, and at the latest `max_interval` after its last check
     (an end state, or a settled order past its watch, is never due: while the list went on
     naming it, a real change was never asked), `failure_streak` times that while its query
-    fails, or `min_interval` after it when the line is the order's likely next step
-    (`forward`: the list names `pending` an order held before it, `processing`), which would
-    else wait for an interval grown to hours (and whose line a failed query lets apply:
-    poller/ccnow.py). Its last check is its last answer or `queried`, when its doubt's query
-    was last asked (answered or not), whichever is later: a failed check does not move
-    `last_checked`, and counted from an answer weeks old (an end state's) the bound is past,
-    its query asked at every poll while it fails."""
+    fails, or `min_interval` after it when the line may be the order's next step (`forward`:
+    a word later in CCNow's lifecycle, diff.later, unless its checks fail and a failed query
+    does not let the line apply: reconcile.py), which would else wait for an interval grown to
+    hours (a real change the list shows, seen late). Its last check is its last answer or
+    `queried`, when its doubt's query was last asked (answered or not), whichever is later: a
+    failed check does not move `last_checked`, and counted from an answer weeks old (an end
+    state's) the bound is past, its query asked at every poll while it fails. Once asked, a
+    `forward` line waits as long as the doubt has lasted since it `began` (up to
+    max_interval): a list that goes on naming a word its query denies costs ever fewer
+    queries, not one per min_interval."""
     last = max(state.last_checked or 0.0, queried or 0.0)
     if forward:
-        return min(state.next_check_at, last + schedule.min_interval_s)
+        lasted = 0.0 if queried is None or began is None else queried - began
+        gap = min(schedule.max_interval_s, max(schedule.min_interval_s, lasted))
+        return min(state.next_check_at, last + gap)
     return min(state.next_check_at, last + schedule.max_interval_s * max(1, state.failure_streak))
 
 

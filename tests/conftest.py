@@ -571,10 +571,11 @@ async def api(tmp_path: Path, fake: FakeCCVWrites) -> AsyncIterator[Api]:
 
 @contextlib.asynccontextmanager
 async def ccnow_coordinator(
-    tmp_path: Path, fake: FakeCCNow, poll_s: float
+    tmp_path: Path, fake: FakeCCNow, poll_s: float, extra: str = ""
 ) -> AsyncIterator[tuple[CCNowCoordinator, Clock]]:
-    """The CCNow account (`poll_interval` `poll_s`) over the real client, the loopback fake and
-    a store in `tmp_path`, with the clock the test moves (RECONCILER_CCNOW_PASSWORD set)."""
+    """The CCNow account (`poll_interval` `poll_s`, more keys in `extra`) over the real client,
+    the loopback fake and a store in `tmp_path`, with the clock the test moves
+    (RECONCILER_CCNOW_PASSWORD set)."""
     import aiohttp
 
     from reconciler.config import load_config
@@ -584,7 +585,10 @@ async def ccnow_coordinator(
     from reconciler.store import Store
 
     path = write_config(
-        tmp_path, ccnow=fake, ccnow_extra=f'poll_interval = "{poll_s:.0f}s"', retry_backoff="0s"
+        tmp_path,
+        ccnow=fake,
+        ccnow_extra=f'poll_interval = "{poll_s:.0f}s"\n{extra}',
+        retry_backoff="0s",
     )
     store = await Store.open(tmp_path / "reconciler.db")
     clock = Clock()

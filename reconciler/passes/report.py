@@ -68,8 +68,12 @@ class PassReport:
     # with their row as the line found it: the pass's query step asks them, a poll's only those
     # due (schedule.doubt_due, poller/ccnow_list.py).
     doubted: dict[str, OrderState] = field(default_factory=dict)
-    # Those of them held before `pending` that the list names `pending`, likely their next step:
-    # the line applies when their query cannot decide (poller/ccnow.py).
+    # Those of them to ask sooner (schedule.doubt_due): the line names a later step than the
+    # held status (diff.later), or is one of `forward`.
+    sooner: set[str] = field(default_factory=set)
+    # Those of them held before `pending` that the list names `pending` (diff.next_step), whose
+    # ship or cancel is not being sent: the line applies when their query cannot decide
+    # (poller/ccnow.py).
     forward: set[str] = field(default_factory=set)
     # The pass stopped at the account's rest, which kept its request back (none was sent):
     # its failure is the rest's, counted once already (poller/health.py `Verdict.held`).

@@ -319,7 +319,9 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
             # (not `seen`): the order's query decides, a catch-up's, or a poll's once it is due.
             seen.difference_update(report.doubted)
             if asking := ask_all or queries_answer:
-                due = self.listed.doubts_due(report.doubted, self.now(), everything=ask_all)
+                due = self.listed.doubts_due(
+                    report.doubted, self.now(), everything=ask_all, forward=report.sooner
+                )
                 to_query += [i for i in due if i not in to_query]
             # A doubted line is no check (reconcile.py): its query, if asked, is the order's.
             asked = len(listed) - len(report.doubted) + len(to_query)

@@ -6,7 +6,6 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ..config import ScheduleConfig
-from ..diff import pending_next
 from ..model import Observation, OrderKey, OrderState, settled_at, unwatched
 from ..passes.batcher import Batcher
 from ..schedule import doubt_due
@@ -29,19 +28,37 @@ class ListMemory:
     # The orders whose list line is doubted (diff.lags), each with when a pass last queried it
     # for that: a query that fails moves no `last_checked`, and its next is counted from then.
     doubts: dict[str, float] = field(default_factory=dict)
+    # Since when each line has named a later word: one its query denies is asked at gaps as
+    # long as that has lasted (schedule.doubt_due), not at every min_interval.
+    began: dict[str, float] = field(default_factory=dict)
 
     def doubts_due(
-        self, doubted: Mapping[str, OrderState], now: float, *, everything: bool
+        self,
+        doubted: Mapping[str, OrderState],
+        now: float,
+        *,
+        everything: bool,
+        forward: Collection[str],
     ) -> list[str]:
         """Return the doubted orders (a pass's, with their rows) to query now: a catch-up's
-        (`everything`) every one, a poll's those due (schedule.doubt_due); note them queried
-        now, and forget those no longer doubted."""
+        (`everything`) every one, a poll's those due (schedule.doubt_due; sooner those whose
+        line may be their next step, `forward`: diff.later); note them queried now, and forget
+        those no longer doubted."""
         self.doubts = {i: at for i, at in self.doubts.items() if i in doubted}
+        # From when its line named a later word (`forward`): a lag's doubt before it does
+        # not lengthen the first gaps of a real change the list shows.
+        self.began = {i: self.began.get(i, now) if i in forward else now for i in doubted}
         due = [
             i
             for i, s in sorted(doubted.items())
             if everything
-            or doubt_due(s, self.schedule, forward=pending_next(s), queried=self.doubts.get(i))
+            or doubt_due(
+                s,
+                self.schedule,
+                forward=i in forward,
+                queried=self.doubts.get(i),
+                began=self.began[i],
+            )
             <= now
         ]
         self.doubts.update(dict.fromkeys(due, now))
@@ -73,7 +90,7 @@ class ListMemory:
 async def undecided(
     lines: Mapping[str, Observation], asked: Collection[str], seen: set[str], into: Batcher
 ) -> int:
-    """Apply the pending list's `lines` of doubted orders held before `pending` (diff.lags:
+    """Apply the pending list's `lines` of doubted orders held before `pending` (diff.next_step:
     pending is their likely next step) whose query was `asked` without an answer (not `seen`),
     as no longer doubted: their query cannot decide, and held back they never changed. Return
     how many: the list's checks, never a query's answer (while every query fails, one would

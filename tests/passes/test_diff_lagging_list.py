@@ -35,27 +35,77 @@ def test_a_list_line_contradicting_the_snapshots_status_is_no_news(status: str) 
 
 
 def test_a_list_line_with_another_word_contradicts_too() -> None:
-    for before, said in [("mark_shipped", "completed"), ("declined", "Pending Review")]:
+    # Whatever the two words: a `pending` order the list names `completed` too (its query
+    # decides; taken, a query saying `pending` flipped it back).
+    for before, said in [
+        ("mark_shipped", "completed"),
+        ("declined", "Pending Review"),
+        ("pending", "completed"),
+        ("pending", "pending review"),
+        ("pending", "mark_shipped"),
+        ("processing", "completed"),
+    ]:
         result = diff(held(before), [line(said)], now=NOW, via="poll", store_id=STORE)
         assert (result.events, result.states, result.doubted) == ([], {}, {CCNOW})
+        assert result.forward == set()
+
+
+def test_a_pending_line_for_an_order_before_pending_is_its_next_step() -> None:
+    for said in ["pending", "Pending"]:
+        result = diff(held("processing"), [line(said)], now=NOW, via="poll", store_id=STORE)
+        assert (result.states, result.doubted, result.forward) == ({}, {CCNOW}, {CCNOW})
+        assert result.sooner == {CCNOW}
+
+
+@pytest.mark.parametrize(
+    ("before", "said", "sooner"),
+    [
+        # A word later in CCNow's lifecycle may be the order's next step: asked sooner.
+        *(("pending", s, True) for s in ("mark_shipped", "Completed", "mark_canceled")),
+        *(("pending", s, True) for s in ("canceled", "refunded", "chargeback")),
+        ("processing", "completed", True),
+        ("paypal_hold", "declined", True),
+        ("mark_shipped", "completed", True),
+        # An earlier word (a lagging list), one of the same stage or in none: it waits.
+        *(("mark_shipped", s, False) for s in ("pending", "processing", "mark_canceled")),
+        *(("pending", s, False) for s in ("processing", "declined", "test", "shipped_ok")),
+        ("completed", "mark_shipped", False),
+        ("test", "completed", False),
+    ],
+)
+def test_a_line_naming_a_later_step_is_asked_sooner(before: str, said: str, sooner: bool) -> None:
+    result = diff(held(before), [line(said)], now=NOW, via="poll", store_id=STORE)
+    assert (result.states, result.doubted) == ({}, {CCNOW})
+    assert result.sooner == ({CCNOW} if sooner else set())
+    assert result.forward == set()
 
 
 @pytest.mark.parametrize(
     ("before", "obs", "after"),
     [
         ("pending", line(), "pending"),  # the list and the snapshot agree
-        # The snapshot says pending: the list's other word is news.
-        ("pending", line("pending review"), "pending review"),
+        ("pending", line("PENDING"), "pending"),
         ("Shipped_OK", line("shipped_ok"), "Shipped_OK"),  # the same word in another case
+        ("pending", line("completed", listed=False), "completed"),
         ("mark_shipped", line(listed=False), "pending"),  # a query's answer decides
         ("declined", line(listed=False), "pending"),
     ],
-    ids=["agrees", "pending-held", "same-word", "query", "query-end-state"],
+    ids=["agrees", "agrees-case", "same-word", "pending-query", "query", "query-end-state"],
 )
 def test_other_lines_are_applied_as_before(before: str, obs: Observation, after: str) -> None:
     result = diff(held(before), [obs], now=NOW, via="poll", store_id=STORE)
     assert result.doubted == set()
     assert result.states[CCNOW].status == after
+
+
+def test_a_first_sight_takes_the_lines_word_whatever_it_is() -> None:
+    # Nothing held to contradict: a line for an order nobody follows, or one tracked and never
+    # answered, finds it with its word (unchanged by doubting lines against `pending`).
+    for snapshot in [{}, {CCNOW: tracked(CCNOW, version=0)}]:
+        result = diff(snapshot, [line("completed")], now=NOW, via="poll", store_id=STORE)
+        assert result.doubted == set()
+        [event] = result.events
+        assert (event.type.value, event.data["status"]) == ("order.discovered", "completed")
 
 
 def test_a_line_for_an_order_reported_not_found_is_applied() -> None:
