@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import base64
 import contextlib
@@ -149,6 +150,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         shutil.rmtree(root, ignore_errors=True)
     elif root is not None:
         (root / _KEPT_MARK).touch()
+
+
+@pytest.fixture(scope="session")
+def package_trees() -> Mapping[Path, ast.Module]:
+    """Each module of the package parsed, in path order: once for a worker's tests that only
+    read them (test_layout.py, test_module_state.py; a parse of the package is about a second
+    of CPU, several on a loaded machine)."""
+    package = REPO / "reconciler"
+    return {path: ast.parse(path.read_text(), str(path)) for path in sorted(package.rglob("*.py"))}
 
 
 @pytest.fixture
