@@ -208,7 +208,7 @@ async def test_a_killed_demos_store_is_a_demos_for_the_next_demo(
     proc.kill()
     await proc.wait()
     again = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "reconciler", "demo", "--seconds", "1", "--orders", "2", *store),
+        *(sys.executable, "-m", "reconciler", "demo", "--seconds", "0.3", "--orders", "2", *store),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=cli_env(PYTHONPATH=str(REPO)),
@@ -294,7 +294,7 @@ async def test_demo_keeps_its_store_at_the_default_path_and_starts_it_afresh(
     # The README's first command runs on the default SQLite file (a temporary one before):
     # what it recorded stays there to read; a second demo starts it afresh.
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
-    argv = ["demo", "--seconds", "1", "--speed", "0", "--orders", "2"]
+    argv = ["demo", "--seconds", "0.3", "--speed", "0", "--orders", "2"]
     first = await demo_here(tmp_path, *argv[1:], "--store", str(tmp_path / "reconciler.db"))
     assert first.code == 0, first.stderr
     args = cli.parse_args(argv)

@@ -165,8 +165,9 @@ def retry_due_now(tmp_path: Path) -> None:
 async def test_a_stop_during_a_slow_batch_is_bounded_and_keeps_its_confirmations(
     tmp_path: Path, fake_ccv: FakeCCV, webhook: SlowWebhook
 ) -> None:
-    # One answer a second: the stop comes after two, in the middle of a batch of six.
-    webhook.delay_s = 1.0
+    # Two answers a second: the stop comes after two, in the middle of a batch of six (the
+    # four left would take 2 s more; the stop starts none of them).
+    webhook.delay_s = 0.5
     cfg = await tracked(tmp_path, fake_ccv, webhook, "1s")
     async with daemon(cfg, env()) as proc:
         await poll_until(lambda: len(webhook.answered) >= 2, 60, "two answers")
