@@ -74,10 +74,11 @@ def shows_it_all(stdout: str) -> bool:
 
 async def test_demo_shows_discovery_and_changes_and_exits_0(tmp_path: Path) -> None:
     # Stopped once it has shown it all, as a person would: a run of a fixed 8 s ended before
-    # the shipments on a loaded machine. --seconds bounds it. Its submits 1 s apart, not 5 s:
-    # the last one came 11 s after the start, the rest of the feed long shown by then.
+    # the shipments on a loaded machine. --seconds bounds it. Its submits 0.3 s apart, not
+    # 5 s: the last one came 11 s after the start, the rest of the feed long shown by then
+    # (1 s apart: the feed waited for the third, 5 s in all, 3 s now).
     result = await demo_here(
-        tmp_path, "--seconds", "120", "--speed", "3", until=shows_it_all, submit_every_s=1.0
+        tmp_path, "--seconds", "120", "--speed", "3", until=shows_it_all, submit_every_s=0.3
     )
     assert result.code == 0, result.stderr
     assert "order.discovered" in result.stdout
