@@ -26,7 +26,7 @@ from reconciler.store.priority import URGENT_IN_A_ROW, WINDOW, Urgent, WriteLock
 from tests.conftest import poll_until
 from tests.fake_providers import CCV_KEY, FakeCCV
 
-BACKLOG = 3 * BATCH  # other orders' events pending before the notification's
+BACKLOG = BATCH + 200  # other orders' events pending before the notification's: past a batch
 
 
 def config_for(tmp_path: Path, base_url: str = "http://127.0.0.1:9") -> Config:
