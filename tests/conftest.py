@@ -27,6 +27,7 @@ from hypothesis import settings
 from reconciler import cli
 from reconciler.daemon import Ticks
 from reconciler.logs import logging_set_up
+from reconciler.store import Store
 from tests.fake_providers import CCNOW_CLIENT_ID, CCNOW_PASSWORD, CCV_KEY, FakeCCNow, FakeCCV
 from tests.ports import free_port as free_port
 
@@ -159,6 +160,26 @@ def package_trees() -> Mapping[Path, ast.Module]:
     of CPU, several on a loaded machine)."""
     package = REPO / "reconciler"
     return {path: ast.parse(path.read_text(), str(path)) for path in sorted(package.rglob("*.py"))}
+
+
+def new_store_file(path: Path, sinks: tuple[str, ...]) -> Path:
+    """Make a new store at `path` (opened and closed: no WAL left) for copy_new_store; return
+    `path`. For tests that need a new store per example and test what is stored in it, not how
+    a store is made (a new store's schema is a few hundredths of a second, most of such an
+    example)."""
+
+    async def made() -> None:
+        await (await Store.open(path, sinks=sinks)).close()
+
+    asyncio.run(made())
+    return path
+
+
+def copy_new_store(made: Path, path: Path) -> Path:
+    """Copy new_store_file's store to `path`, private as a store's own file is; return `path`."""
+    shutil.copyfile(made, path)
+    path.chmod(0o600)
+    return path
 
 
 @pytest.fixture
