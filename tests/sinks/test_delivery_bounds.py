@@ -165,9 +165,11 @@ def retry_due_now(tmp_path: Path) -> None:
 async def test_a_stop_during_a_slow_batch_is_bounded_and_keeps_its_confirmations(
     tmp_path: Path, fake_ccv: FakeCCV, webhook: SlowWebhook
 ) -> None:
-    # Two answers a second: the stop comes after two, in the middle of a batch of six (the
-    # four left would take 2 s more; the stop starts none of them).
-    webhook.delay_s = 0.5
+    # Two quick answers, then 1.5 s each: the stop comes after two, in the middle of a batch of
+    # six. The answer under way at it is waited for (about 1.5 s), the time left (the flush's
+    # 4 s less its 1.5 s to record) cannot see the four others through: some stay pending.
+    webhook.delays = [0.5, 0.5]
+    webhook.delay_s = 1.5
     cfg = await tracked(tmp_path, fake_ccv, webhook, "1s")
     async with daemon(cfg, env()) as proc:
         await poll_until(lambda: len(webhook.answered) >= 2, 60, "two answers")
@@ -175,9 +177,14 @@ async def test_a_stop_during_a_slow_batch_is_bounded_and_keeps_its_confirmations
         stop_at = time.monotonic() - stopped_in
     assert "Traceback" not in (tmp_path / "daemon.log").read_text()
     assert stopped_in < 6.0
-    confirmed = webhook.confirmed_before(stop_at)
+    left = pending(tmp_path)
+    assert left, "the whole batch was sent during the stop"
+    # Also the answer under way at the stop, which came before the stop's cutoff (2.5 s after
+    # the flush began, itself after the jobs' stop).
+    confirmed = webhook.confirmed_before(stop_at + 2.0)
     assert len(confirmed) >= 2
     again = await redelivered_after_restart(cfg, tmp_path, webhook)
+    assert set(left) <= set(again), "an event pending at the stop, not sent at the restart"
     assert not confirmed & set(again), "an event the webhook confirmed before the stop, again"
 
 
