@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import base64
 import contextlib
@@ -26,6 +27,7 @@ from hypothesis import settings
 from reconciler import cli
 from reconciler.daemon import Ticks
 from reconciler.logs import logging_set_up
+from reconciler.store import Store
 from tests.fake_providers import CCNOW_CLIENT_ID, CCNOW_PASSWORD, CCV_KEY, FakeCCNow, FakeCCV
 from tests.ports import free_port as free_port
 
@@ -149,6 +151,35 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         shutil.rmtree(root, ignore_errors=True)
     elif root is not None:
         (root / _KEPT_MARK).touch()
+
+
+@pytest.fixture(scope="session")
+def package_trees() -> Mapping[Path, ast.Module]:
+    """Each module of the package parsed, in path order: once for a worker's tests that only
+    read them (test_layout.py, test_module_state.py; a parse of the package is about a second
+    of CPU, several on a loaded machine)."""
+    package = REPO / "reconciler"
+    return {path: ast.parse(path.read_text(), str(path)) for path in sorted(package.rglob("*.py"))}
+
+
+def new_store_file(path: Path, sinks: tuple[str, ...]) -> Path:
+    """Make a new store at `path` (opened and closed: no WAL left) for copy_new_store; return
+    `path`. For tests that need a new store per example and test what is stored in it, not how
+    a store is made (a new store's schema is a few hundredths of a second, most of such an
+    example)."""
+
+    async def made() -> None:
+        await (await Store.open(path, sinks=sinks)).close()
+
+    asyncio.run(made())
+    return path
+
+
+def copy_new_store(made: Path, path: Path) -> Path:
+    """Copy new_store_file's store to `path`, private as a store's own file is; return `path`."""
+    shutil.copyfile(made, path)
+    path.chmod(0o600)
+    return path
 
 
 @pytest.fixture

@@ -16,10 +16,11 @@ Trees = Mapping[Path, ast.Module]
 
 
 @pytest.fixture(scope="module")
-def trees() -> Trees:
-    """Each module of the package parsed, in path order: once for the tests of this file, which
-    only read them (parsing the package again in each took a second or more of a loaded run)."""
-    return {path: ast.parse(path.read_text(), str(path)) for path in sorted(PACKAGE.rglob("*.py"))}
+def trees(package_trees: Trees) -> Trees:
+    """Each module of the package parsed, in path order (conftest's package_trees: parsed once
+    for the tests that only read them)."""
+    assert all(path.is_relative_to(PACKAGE) for path in package_trees)
+    return package_trees
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,11 @@ changes a module-level value after import (loggers aside), and no test patches o
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+Trees = Mapping[Path, ast.Module]  # conftest's package_trees
 _MUTATORS = frozenset(
     {"append", "extend", "insert", "update", "setdefault", "pop", "popitem", "clear", "add"}
     | {"remove", "discard", "sort", "reverse"}
@@ -86,10 +87,10 @@ def _changes(tree: ast.Module, names: set[str]) -> Iterator[tuple[int, str]]:
                 yield node.lineno, ast.unparse(node.func)
 
 
-def test_no_module_of_the_package_changes_module_level_state() -> None:
+def test_no_module_of_the_package_changes_module_level_state(package_trees: Trees) -> None:
     found = [
         f"{path.relative_to(ROOT)}:{line}: {what}"
-        for path, tree in _sources("reconciler")
+        for path, tree in package_trees.items()
         for line, what in _changes(tree, _module_names(tree))
     ]
     assert found == []
@@ -165,12 +166,13 @@ def _module_caches(tree: ast.Module) -> Iterator[tuple[int, str]]:
                     yield decorator.lineno, f"@{ast.unparse(decorator)} {function.name}"
 
 
-def test_no_module_of_the_package_keeps_a_cache() -> None:
+def test_no_module_of_the_package_keeps_a_cache(package_trees: Trees) -> None:
     # A cache is state: it belongs to the object that owns what it keeps (the Secrets it was
     # made of), or, for a few inputs known at import, is an immutable mapping built once.
     found = [
         f"{path.relative_to(ROOT)}:{line}: {what}"
-        for path, tree in _sources("reconciler", holding="functools")
+        for path, tree in package_trees.items()
+        if "functools" in path.read_text()
         for line, what in _module_caches(tree)
     ]
     assert found == []
@@ -277,13 +279,13 @@ def _mutable_tables(tree: ast.Module) -> Iterator[tuple[int, str]]:
             yield node.lineno, names
 
 
-def test_no_module_level_table_can_be_changed() -> None:
+def test_no_module_level_table_can_be_changed(package_trees: Trees) -> None:
     # A table is a constant: a tuple, a frozenset, or a dict declared Final[Mapping[...]] so
     # mypy --strict refuses a change (MappingProxyType would add a call per lookup on paths a
     # catch-up walks per order).
     found = [
         f"{path.relative_to(ROOT)}:{line}: {names}"
-        for path, tree in _sources("reconciler")
+        for path, tree in package_trees.items()
         for line, names in _mutable_tables(tree)
     ]
     assert found == []

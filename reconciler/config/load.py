@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..stdio import NotReadHere, names_a_descriptor, read_bounded
+from ..stdio import PIPE_WAIT_S, NotReadHere, names_a_descriptor, read_bounded
 from .errors import ConfigError
 from .loader import Loader
 from .schema import Config
@@ -22,13 +22,16 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 MAX_CONFIG_FILE_BYTES = 1 << 20
 
 
-def load_config(path: str | Path, *, secrets_optional: bool = False) -> Config:
+def load_config(
+    path: str | Path, *, secrets_optional: bool = False, pipe_wait_s: float = PIPE_WAIT_S
+) -> Config:
     """Read and validate a config file; raise ConfigError naming the key on any problem.
 
     `secrets_optional`, for a command that asks no provider, signs nothing and sends to no sink:
     a secret that is not given, or whose file this user cannot read, loads as a MissingSecret,
     which raises the ConfigError it stands for if it is used after all. Every other key, and
-    every secret that is given, is checked as always."""
+    every secret that is given, is checked as always. A FIFO no writer opens within
+    `pipe_wait_s` is refused as one nothing wrote to."""
     file = str(path)
     # Relative paths in the file mean "next to the file", whatever the daemon's cwd is later;
     # in a config read from a descriptor (`<(sops -d ...)`: /dev/fd/63; /dev/stdin), the
@@ -45,7 +48,7 @@ def load_config(path: str | Path, *, secrets_optional: bool = False) -> Config:
             problem = f"cannot read file: a path relative to {GONE}: give its absolute path"
         raise ConfigError(file, "-", problem) from None
     try:
-        data = read_bounded(Path(path), MAX_CONFIG_FILE_BYTES, pipes=True)
+        data = read_bounded(Path(path), MAX_CONFIG_FILE_BYTES, pipes=True, pipe_wait_s=pipe_wait_s)
     except OSError as exc:
         raise ConfigError(file, "-", f"cannot read file: {exc.strerror or exc}") from None
     except NotReadHere as exc:

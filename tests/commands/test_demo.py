@@ -74,10 +74,11 @@ def shows_it_all(stdout: str) -> bool:
 
 async def test_demo_shows_discovery_and_changes_and_exits_0(tmp_path: Path) -> None:
     # Stopped once it has shown it all, as a person would: a run of a fixed 8 s ended before
-    # the shipments on a loaded machine. --seconds bounds it. Its submits 1 s apart, not 5 s:
-    # the last one came 11 s after the start, the rest of the feed long shown by then.
+    # the shipments on a loaded machine. --seconds bounds it. Its submits 0.3 s apart, not
+    # 5 s: the last one came 11 s after the start, the rest of the feed long shown by then
+    # (1 s apart: the feed waited for the third, 5 s in all, 3 s now).
     result = await demo_here(
-        tmp_path, "--seconds", "120", "--speed", "3", until=shows_it_all, submit_every_s=1.0
+        tmp_path, "--seconds", "120", "--speed", "3", until=shows_it_all, submit_every_s=0.3
     )
     assert result.code == 0, result.stderr
     assert "order.discovered" in result.stdout
@@ -208,7 +209,7 @@ async def test_a_killed_demos_store_is_a_demos_for_the_next_demo(
     proc.kill()
     await proc.wait()
     again = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "reconciler", "demo", "--seconds", "1", "--orders", "2", *store),
+        *(sys.executable, "-m", "reconciler", "demo", "--seconds", "0.3", "--orders", "2", *store),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=cli_env(PYTHONPATH=str(REPO)),
@@ -294,8 +295,12 @@ async def test_demo_keeps_its_store_at_the_default_path_and_starts_it_afresh(
     # The README's first command runs on the default SQLite file (a temporary one before):
     # what it recorded stays there to read; a second demo starts it afresh.
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
-    argv = ["demo", "--seconds", "1", "--speed", "0", "--orders", "2"]
-    first = await demo_here(tmp_path, *argv[1:], "--store", str(tmp_path / "reconciler.db"))
+    argv = ["demo", "--seconds", "0.3", "--speed", "0", "--orders", "2"]
+    # Another seed: the same one's orders would be the same rows, so a demo keeping the first
+    # run's store would count the same.
+    first = await demo_here(
+        tmp_path, *argv[1:], "--seed", "8", "--store", str(tmp_path / "reconciler.db")
+    )
     assert first.code == 0, first.stderr
     args = cli.parse_args(argv)
     assert args.store is None

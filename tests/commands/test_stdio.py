@@ -31,12 +31,12 @@ def test_a_fifo_no_writer_opens_is_refused_after_the_wait(fifo: Path) -> None:
 
 def test_a_fifo_a_writer_holds_is_waited_for_past_the_wait(fifo: Path) -> None:
     # `--config <(sops -d ...)` waiting on KMS or a PIN longer than the wait was refused: a
-    # pipe a writer holds is waited for as stdin is. Held from before the read, written to five
-    # waits later, then closed.
+    # pipe a writer holds is waited for as stdin is. Held from before the read, written to two
+    # waits later (a read that gave up after its wait has by then), then closed.
     holder = os.open(fifo, os.O_RDWR)
 
     def write_late() -> None:
-        time.sleep(5 * WAIT_S)  # the slow writer itself, not a synchronisation
+        time.sleep(2 * WAIT_S)  # the slow writer itself, not a synchronisation
         os.write(holder, b"late but whole\n")
         os.close(holder)
 

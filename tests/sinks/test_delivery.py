@@ -186,7 +186,7 @@ async def test_an_event_waiting_for_its_retry_is_delivered_after_a_restart(
         await proc.wait()
     failed_id = receiver.attempts[0][1]
     [retry_at] = [at for _, attempts, at in pending(tmp_path) if attempts == 1]
-    async with daemon_here(cfg, env()):
+    async with daemon_here(cfg, env(), ticks=Ticks(outbox_s=0.2)):
         # Delivered by its retry time plus a tick and the daemon's start (seconds alone, many
         # more on a loaded machine), whatever path it took.
         within = retry_at - time.time() + delivery.TICK_S + 30

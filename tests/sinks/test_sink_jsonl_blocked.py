@@ -47,7 +47,7 @@ async def test_a_write_that_blocks_fails_at_the_timeout_and_the_next_waits_its_t
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "events.fifo"
-    sink = jsonl_sink(path, timeout_s=1.0)
+    sink = jsonl_sink(path, timeout_s=0.3)  # a write's thread, in this process: no start
     with fifo_at(path, full=True) as fifo:
         timed_out = [RetryLater(f"cannot write {path}: timeout")]
         assert await asyncio.wait_for(sink.deliver([event(1)]), 10) == timed_out

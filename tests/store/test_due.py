@@ -16,7 +16,7 @@ from reconciler.events import Event
 from reconciler.model import EventType
 from reconciler.store import Store
 from reconciler.store.due import FRESH, fresh_page
-from tests.conftest import count_handoffs
+from tests.conftest import copy_new_store, count_handoffs, new_store_file
 
 
 def event(n: int, text: str) -> Event:
@@ -28,10 +28,19 @@ def event(n: int, text: str) -> Event:
 TEXTS = ["Straße ✓ 😀", 'a "quoted" \\ back', "tab\there\nnewline\u2028", "\x00\x1f", ""]
 
 
+@pytest.fixture(scope="module")
+def new_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A new store, made once: each example's is a copy of it."""
+    return new_store_file(tmp_path_factory.mktemp("new") / "reconciler.db", ("log",))
+
+
 @settings(max_examples=25, deadline=None)
 @given(texts=st.lists(st.one_of(st.text(max_size=40), st.sampled_from(TEXTS)), max_size=12))
-def test_the_page_read_as_one_row_is_the_page_read_row_by_row(texts: list[str]) -> None:
+def test_the_page_read_as_one_row_is_the_page_read_row_by_row(
+    new_store: Path, texts: list[str]
+) -> None:
     async def check(path: Path) -> None:
+        copy_new_store(new_store, path / "reconciler.db")
         store = await Store.open(path / "reconciler.db", sinks=("log",))
         try:
             async with store.transaction():

@@ -26,7 +26,7 @@ from reconciler.store.priority import URGENT_IN_A_ROW, WINDOW, Urgent, WriteLock
 from tests.conftest import poll_until
 from tests.fake_providers import CCV_KEY, FakeCCV
 
-BACKLOG = 3 * BATCH  # other orders' events pending before the notification's
+BACKLOG = BATCH + 200  # other orders' events pending before the notification's: past a batch
 
 
 def config_for(tmp_path: Path, base_url: str = "http://127.0.0.1:9") -> Config:
@@ -124,11 +124,15 @@ async def test_a_notified_event_never_passes_an_earlier_pending_event_of_its_ord
 async def test_a_notified_event_waits_while_an_earlier_event_of_its_order_waits_to_be_retried(
     tmp_path: Path, store: Store
 ) -> None:
-    others = [f"B-{n:05d}" for n in range(BACKLOG)]
+    # A backlog within a batch: the notified event read too soon is then in the rows read
+    # (past a batch of backlog, it would be out of them whatever the rule); the two going first
+    # still passes the rest of it.
+    backlog_size = 20
+    others = [f"B-{n:05d}" for n in range(backlog_size)]
     late = others[-2]
     reconciler = Reconciler(config_for(tmp_path), store)
     await backlog(reconciler, store, others)
-    seq = BACKLOG - 1  # the catch-up's event of `late`
+    seq = backlog_size - 1  # the catch-up's event of `late`
     await store.outbox.failed("log", [(seq, "http 500", 2000.0)])
     await reconciler.apply([ok(late, "Processing")], via="notification")
 
@@ -136,15 +140,17 @@ async def test_a_notified_event_waits_while_an_earlier_event_of_its_order_waits_
         rows = (await store.outbox.due("log", now, BATCH)).rows
         return [r.seq for r in rows]
 
-    assert BACKLOG + 1 not in await due(1000.0)
+    assert backlog_size + 1 not in await due(1000.0)
     # Once the retry is due, the two go first, in their order.
-    assert (await due(2000.0))[:2] == [seq, BACKLOG + 1]
+    assert (await due(2000.0))[:2] == [seq, backlog_size + 1]
 
 
 async def test_an_event_of_a_rolled_back_notification_is_not_urgent(
     tmp_path: Path, store: Store
 ) -> None:
-    others = [f"B-{n:05d}" for n in range(BACKLOG)]
+    # A backlog of 20 is enough: an urgent mark the rollback left on its seq puts the
+    # catch-up's event that takes it first among the ten read ([2, 21, 1, ...]; 6,000 before).
+    others = [f"B-{n:05d}" for n in range(20)]
     reconciler = Reconciler(config_for(tmp_path), store)
     await backlog(reconciler, store, others)
     event = order_event(

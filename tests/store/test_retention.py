@@ -26,7 +26,16 @@ from reconciler.runtime import Runtime
 from reconciler.scheduler import Scheduler
 from reconciler.store import Store
 from reconciler.store.retention import prune
-from tests.conftest import call_cli, cli_env, daemon_here, poll_until, read_events, write_config
+from tests.conftest import (
+    call_cli,
+    cli_env,
+    copy_new_store,
+    daemon_here,
+    new_store_file,
+    poll_until,
+    read_events,
+    write_config,
+)
 from tests.fake_providers import CCV_KEY, FakeCCV
 
 DAY = 86400.0
@@ -49,6 +58,12 @@ _STATE_LIST = [None, "pending", "delivered", "dead"]
 _EVERY_ROW = list(itertools.product([False, True], _STATE_LIST, _STATE_LIST, _STATE_LIST))
 
 
+@pytest.fixture(scope="module")
+def new_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A new store, made once: each example's is a copy of it."""
+    return new_store_file(tmp_path_factory.mktemp("new") / "r.db", ("log", "jsonl", "gone"))
+
+
 # Each example opens a store (7 s of a loaded run at 60): 25 draws, and every combination of
 # age and states in one example, cut into chunks of one and of seven.
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -56,10 +71,11 @@ _EVERY_ROW = list(itertools.product([False, True], _STATE_LIST, _STATE_LIST, _ST
 @example(rows=_EVERY_ROW, chunk=1)
 @example(rows=_EVERY_ROW, chunk=7)
 def test_prune_never_deletes_an_event_a_configured_sink_has_not_confirmed(
-    rows: list[tuple[bool, str | None, str | None, str | None]], chunk: int
+    new_store: Path, rows: list[tuple[bool, str | None, str | None, str | None]], chunk: int
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        kept, deleted = asyncio.run(_prune_example(Path(tmp) / "r.db", rows, chunk))
+        path = copy_new_store(new_store, Path(tmp) / "r.db")
+        kept, deleted = asyncio.run(_prune_example(path, rows, chunk))
     newest = len(rows)  # the newest event stays: seqs are counted from it
     for seq, (old, log, jsonl, gone) in enumerate(rows, 1):
         confirmed = all(s in (None, "delivered") for s in (log, jsonl))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -508,14 +509,16 @@ START_UP_PASS_S = 90.0
 
 @contextlib.asynccontextmanager
 async def daemon_with_api(
-    cfg: Path, port: int, *, after_start_up: bool = False
+    cfg: Path, port: int, *, after_start_up: bool = False, ticks: Ticks | None = None
 ) -> AsyncIterator[aiohttp.ClientSession]:
     """Run the daemon on `cfg` until its API listens on `port`; give a client with the token.
     With `after_start_up`, not before its start-up pass is over (`daemon.ready`): on a loaded
     machine the pass's pending list can be read while the test's first action is in flight,
-    and a line that may lag behind it is then queried, a request the test did not make."""
+    and a line that may lag behind it is then queried, a request the test did not make.
+    `ticks` as daemon_here takes them."""
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    ticks = Ticks(ready_s=START_UP_PASS_S + 30) if after_start_up else None
+    if after_start_up:
+        ticks = dataclasses.replace(ticks or Ticks(), ready_s=START_UP_PASS_S + 30)
     async with (
         daemon_here(cfg, ticks=ticks) as run,
         aiohttp.ClientSession(headers=headers) as http,

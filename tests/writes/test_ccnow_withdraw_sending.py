@@ -12,6 +12,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from reconciler.daemon import Ticks
 from tests.conftest import call_cli, free_port, poll_until, read_events, write_config
 from tests.fake_providers import FakeCCNow, Reply
 from tests.server.test_api import api_toml
@@ -41,7 +42,9 @@ async def test_untrack_during_a_post_answered_down_withdraws_it(
     port = free_port()
     cfg = write_config(tmp_path, ccnow=fake_ccnow, extra=api_toml(port))
     api = f"http://127.0.0.1:{port}/api/v1"
-    async with daemon_with_api(cfg, port) as http:
+    # The outbox read often: the withdrawn command's event is delivered at the daemon's next
+    # tick of it (5 s), which is not what is tested.
+    async with daemon_with_api(cfg, port, ticks=Ticks(outbox_s=0.2)) as http:
 
         async def post(url: str, doc: dict[str, Any]) -> tuple[int, Any]:
             async with http.post(url, json=doc) as r:
