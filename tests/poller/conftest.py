@@ -65,6 +65,18 @@ def ccnow(coordinators: Coordinators) -> CCNowCoordinator:
     return coordinators.ccnow["default"]
 
 
+async def history(
+    coordinator: CCNowCoordinator | CCVCoordinator,
+) -> list[tuple[str, str | None, str | None, str]]:
+    """(type, previous status, status, via) of every event of the coordinator's store, in
+    order."""
+    out = []
+    for e in await coordinator.store.events.history():
+        data = json.loads(e.body)["data"]
+        out.append((e.type, data["previous_status"], data["status"], data["via"]))
+    return out
+
+
 CCV_IDS = [f"5a1e0000-0000-4000-8000-{n:012d}" for n in range(1, 4)]
 POLL_INTERVAL_S = 300.0
 

@@ -10,7 +10,6 @@ the daemon's coordinator over a real store."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from reconciler.model import OrderKey
 from reconciler.poller.ccnow import CCNowCoordinator
 from tests.conftest import Clock, ccnow_coordinator
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply
+from tests.poller.conftest import history
 
 ORDER = "600-00-0002"
 KEY = OrderKey("ccnow", "default", ORDER)
@@ -35,15 +35,6 @@ async def ccnow(
     monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", CCNOW_PASSWORD)
     async with ccnow_coordinator(tmp_path, fake_ccnow, POLL_S) as made:
         yield made
-
-
-async def history(coordinator: CCNowCoordinator) -> list[tuple[str, str | None, str | None, str]]:
-    """(type, previous status, status, via) of every event, in order."""
-    out = []
-    for e in await coordinator.store.events.history():
-        data = json.loads(e.body)["data"]
-        out.append((e.type, data["previous_status"], data["status"], data["via"]))
-    return out
 
 
 async def status(coordinator: CCNowCoordinator) -> str | None:

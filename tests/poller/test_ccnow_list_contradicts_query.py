@@ -9,7 +9,6 @@ CCNow on 127.0.0.1, passes of the daemon's coordinator over a real store."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from reconciler.model import OrderKey
 from reconciler.poller.ccnow import CCNowCoordinator
 from tests.conftest import Clock, ccnow_coordinator
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow
+from tests.poller.conftest import history
 
 ORDER = "600-00-0002"
 POLL_S = 2.0
@@ -34,15 +34,6 @@ async def ccnow(
     monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", CCNOW_PASSWORD)
     async with ccnow_coordinator(tmp_path, fake_ccnow, POLL_S) as made:
         yield made
-
-
-async def history(coordinator: CCNowCoordinator) -> list[tuple[str, str | None, str | None, str]]:
-    """(type, previous status, status, via) of every event, in order."""
-    out = []
-    for e in await coordinator.store.events.history():
-        data = json.loads(e.body)["data"]
-        out.append((e.type, data["previous_status"], data["status"], data["via"]))
-    return out
 
 
 async def status(coordinator: CCNowCoordinator) -> str | None:
